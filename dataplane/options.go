@@ -71,6 +71,9 @@ type LinkOptions struct {
 	HashSeed uint32
 	// Logger receives fallback decisions and unusual errors. nil discards.
 	Logger *slog.Logger
+	// Closed, if set, is called with the error when a channel's reader
+	// stops because its descriptor failed (not when the Link is closed).
+	Closed func(err error)
 }
 
 func (o LinkOptions) withDefaults() LinkOptions {
