@@ -10,6 +10,12 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure the packet path on namespaces and veth pairs the benchmark creates",
+		Long: `bench runs benchmark scenarios on network namespaces and a veth pair it
+creates for the run and removes afterwards (also on error or Ctrl-C). It never
+uses the machine's real interfaces, and all its traffic stays inside those
+namespaces (addresses in 192.0.2.0/24). It needs root.`,
+		Args: cobra.NoArgs,
 	}
+	cmd.AddCommand(newBenchDispatchCmd(stdout, stderr))
 	return cmd
 }

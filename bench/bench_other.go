@@ -1,0 +1,16 @@
+//go:build !linux
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+
+	"github.com/sluicenet/sluice/dataplane"
+)
+
+// RunDispatch needs Linux network namespaces, veth and AF_PACKET.
+func RunDispatch(ctx context.Context, opts DispatchOptions) (*Report, error) {
+	return nil, fmt.Errorf("bench: dispatch: %w on %s", dataplane.ErrNotSupported, runtime.GOOS)
+}

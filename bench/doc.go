@@ -1,0 +1,74 @@
+// Package bench measures sluice's packet path against gVisor's on a topology
+// it builds for itself: two network namespaces joined by a veth pair,
+// removed again when the run ends, fails or is cancelled. It never attaches
+// to or sends through the machine's real interfaces, and every address it
+// uses is in 192.0.2.0/24 (TEST-NET-1) inside those namespaces.
+//
+// # Topology
+//
+//	ns slb<pid>-a                      ns slb<pid>-b
+//	endpoint under test -- va ==veth== vb -- kernel, 192.0.2.2/24
+//	(netstack 192.0.2.1, va has no kernel address)
+//
+// IPv6 is disabled in both namespaces so that no neighbour discovery or MLD
+// frame is counted as benchmark traffic.
+//
+// # Scenario "dispatch"
+//
+// For every dispatch mode (readv, recvmmsg, mmap), channel count and
+// implementation (sluice's fdbased endpoint and gVisor's), each on fresh
+// AF_PACKET sockets on the same veth, in one run:
+//
+//   - rx_pps: 64-byte UDP frames (14 Ethernet + 20 IPv4 + 8 UDP + 22 payload
+//     bytes, without FCS) are sent as fast as one thread can from ns B with
+//     sendmmsg on an AF_PACKET socket, over 64 flows (source ports) so that
+//     the PACKET_FANOUT_HASH group spreads them over the channels. The
+//     endpoint is attached to a dispatcher that only counts
+//     DeliverNetworkPacket calls, so the figure is the cost of the
+//     dispatcher and the endpoint alone: frames delivered per second over
+//     the measurement window, after a warm-up that is discarded.
+//   - tx_pps: prebuilt 64-byte UDP packets (network and transport headers as
+//     a stack builds them, the Ethernet header added by the endpoint's
+//     AddHeader) are written with WritePackets in batches of 47, one flow
+//     per batch. The figure is the frames that reached vb (its rx_packets
+//     counter, read over netlink in ns B) per second.
+//   - tcp_gbps: a gVisor netstack (IPv4, ARP, TCP; SACK and receive buffer
+//     moderation on, as runsc sets them) on the endpoint owns 192.0.2.1/24
+//     and runs a TCP sink that reads and discards. A kernel TCP socket in
+//     ns B writes 64 KiB chunks to it. The figure is the payload the sink
+//     received, in Gbit/s. The endpoint has MTU 1500, RX checksum offload on
+//     and no GSO: vb keeps TSO on, so the endpoint receives 64 KiB
+//     super-frames with partial checksums, as runsc's does.
+//   - rss_mib: the process's peak resident set (VmHWM) during each of the
+//     measurements above; the high-water mark is reset (clear_refs 5) just
+//     before the measurement's sockets are opened, after a GC, so the
+//     endpoint's buffers and rings are included.
+//
+// Each implementation runs with its own defaults apart from the options
+// named above (notably ProcessorsPerChannel is left at each one's default).
+// Every traffic loop stops at the end of its window or when the context is
+// cancelled, and is also bounded in count. Speed is reported, never asserted.
+//
+// # Output
+//
+// A Report holds Rows. Report.WriteTable prints one line per (metric,
+// configuration) with a column per implementation, the ratio of the first
+// implementation to the second (sluice/gvisor), and the resource metrics
+// taken during that measurement (rss_mib) for each implementation:
+//
+//	metric    unit      mode  channels  sluice  gvisor  sluice/gvisor  rss_mib sluice  rss_mib gvisor
+//	rx_pps    frames/s  mmap  2         412345  398765  1.03           21.4            22.0
+//
+// Report.WriteJSON prints one JSON object per line and per Row:
+//
+//	{"scenario":"dispatch","impl":"sluice","config":"mode=mmap,channels=2","metric":"rx_pps","value":412345,"unit":"frames/s"}
+//	{"scenario":"dispatch","impl":"sluice","config":"mode=mmap,channels=2","metric":"rss_mib","value":21.4,"unit":"MiB","during":"rx_pps"}
+//
+// scenario names the scenario; impl is "sluice" or "gvisor"; config lists
+// the configuration as comma-separated key=value pairs; metric is one of
+// rx_pps (frames/s), tx_pps (frames/s), tcp_gbps (Gbit/s), rss_mib (MiB),
+// and, for later scenarios, rr_us (us), captured_frames and dropped_frames
+// (frames), cpu_us_per_frame (us). A resource metric such as rss_mib carries
+// "during", the metric whose measurement it was taken over; other rows
+// omit it. A measurement that failed has no row.
+package bench
