@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -12,7 +11,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/sluicenet/sluice/dataplane"
-	"github.com/sluicenet/sluice/internal/netns"
 )
 
 // endpointConfig is what both implementations are given; everything else
@@ -92,71 +90,16 @@ func stopEndpoint(ep stack.LinkEndpoint) {
 	ep.Wait()
 }
 
-// fanoutSeq hands out fanout group ids: unique among the sockets of this
-// process in nsA, which are the only ones there.
-var fanoutSeq atomic.Uint32
-
 // openSockets opens n AF_PACKET sockets (ETH_P_ALL, as runsc opens them)
-// bound to ifname inside ns and joined in one PACKET_FANOUT_HASH group.
-// The caller owns and closes them.
-//
-// TODO(bench): switch to dataplane.OpenPacketSockets(dataplane.SocketOptions{
-// NetNS: ns, Interface: ifname, Protocol: unix.ETH_P_ALL, FanoutGroup: group}, n)
-// when it builds.
+// bound to ifname inside ns; several are joined in one PACKET_FANOUT_HASH
+// group with an id the kernel makes unique. The caller owns and closes
+// them.
 func openSockets(ns, ifname string, n int) ([]int, error) {
-	group := uint16(fanoutSeq.Add(1))
-	return openPacketSockets(ns, ifname, n, group)
-}
-
-// openPacketSockets is the stand-in for dataplane.OpenPacketSockets.
-func openPacketSockets(ns, ifname string, n int, group uint16) (fds []int, err error) {
-	defer func() {
-		if err != nil {
-			closeFDs(fds)
-			fds = nil
-		}
-	}()
-	err = netns.Do(ns, func() error {
-		ifi, err := interfaceIndex(ifname)
-		if err != nil {
-			return err
-		}
-		for range n {
-			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-			if err != nil {
-				return os.NewSyscallError("socket", err)
-			}
-			fds = append(fds, fd)
-			if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi}); err != nil {
-				return os.NewSyscallError("bind", err)
-			}
-			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, int(group)|unix.PACKET_FANOUT_HASH<<16); err != nil {
-				return os.NewSyscallError("setsockopt PACKET_FANOUT", err)
-			}
-		}
-		return nil
-	})
+	fds, err := dataplane.OpenPacketSockets(dataplane.SocketOptions{NetNS: ns, Interface: ifname, Protocol: dataplane.EthPAll}, n)
 	if err != nil {
-		return fds, fmt.Errorf("bench: open packet sockets on %s in %s: %w", ifname, ns, err)
+		return nil, fmt.Errorf("bench: open packet sockets: %w", err)
 	}
 	return fds, nil
-}
-
-// interfaceIndex resolves ifname in the calling thread's namespace.
-func interfaceIndex(ifname string) (int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, os.NewSyscallError("socket", err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq(ifname)
-	if err != nil {
-		return 0, err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
-		return 0, os.NewSyscallError("ioctl SIOCGIFINDEX "+ifname, err)
-	}
-	return int(ifr.Uint32()), nil
 }
 
 func closeFDs(fds []int) error {
@@ -168,7 +111,3 @@ func closeFDs(fds []int) error {
 	}
 	return errors.Join(errs...)
 }
-
-// htons converts a 16-bit protocol number to network byte order, as
-// AF_PACKET's socket(2) and sockaddr_ll expect.
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
