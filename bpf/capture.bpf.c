@@ -51,10 +51,16 @@ int xdp_capture(struct xdp_md *ctx)
 	e->rx_queue = ctx->rx_queue_index;
 	e->len = len;
 	e->caplen = 0;
-	// bpf_xdp_load_bytes needs a length the verifier can bound: 1..CAPTURE_MAX.
-	if (caplen > 0 && caplen <= CAPTURE_MAX &&
-	    bpf_xdp_load_bytes(ctx, 0, e->data, caplen) == 0)
-		e->caplen = caplen;
+	// bpf_xdp_load_bytes needs a length the verifier can bound to
+	// 1..CAPTURE_MAX. clang drops a plain C mask as redundant and passes
+	// a register whose upper 32 bits the verifier cannot bound, so the
+	// mask is done in asm where clang cannot remove it.
+	__u64 n = caplen;
+	asm volatile("%0 &= 0x1fff" : "+r"(n));
+	if (n > CAPTURE_MAX)
+		n = CAPTURE_MAX;
+	if (n > 0 && bpf_xdp_load_bytes(ctx, 0, e->data, n) == 0)
+		e->caplen = n;
 	bpf_ringbuf_submit(e, 0);
 	return count(ctx, XDP_PASS);
 }
