@@ -426,7 +426,7 @@ func TestTPacketGeometry(t *testing.T) {
 		})
 	}
 	for _, c := range []struct {
-		name                                        string
+		name                                       string
 		version, blockSize, blockNr, maxFrame, tov int
 	}{
 		{"block not a page multiple", tpacketV3, 5000, 4, 1514, 1},
