@@ -4,7 +4,7 @@ package dataplane
 
 import (
 	"errors"
-		"sync"
+	"sync"
 	"testing"
 	"time"
 
