@@ -160,6 +160,12 @@ func transientReadErr(e unix.Errno) bool {
 
 // readvDispatcher reads one frame per readv(2): any descriptor, TUN included.
 // Single goroutine; not safe for concurrent use.
+//
+// readv cannot report truncation (there is no MSG_TRUNC), so a frame longer
+// than the chain is cut silently when MaxFrameSize equals the BufferShape
+// total (the default, which no IP packet exceeds); with a smaller
+// MaxFrameSize the chain covers one byte more and a longer frame counts as
+// an error.
 type readvDispatcher struct {
 	ch    *rxChannel
 	chain *iovecChain

@@ -144,7 +144,7 @@ func (l *Link) newChannel(i, fd int, logged map[string]bool) (*channel, error) {
 	if p := l.opts.ProcessorsPerChannel; p > 1 {
 		c.procs = make([]*processor, p)
 		for j := range c.procs {
-			c.procs[j] = newProcessor(l.deliverCounted, l.freeFrame, l.closed.Load)
+			c.procs[j] = newProcessor(l.deliverCounted, l.dropFrame, l.closed.Load)
 		}
 		c.rx.deliver = c.deliverSteered(l)
 	}
@@ -206,7 +206,7 @@ func (c *channel) deliverInline(l *Link) func([]Frame) {
 // deliverSteered is the rxChannel.deliver of a channel with processors:
 // each frame goes to processor Hash % P.
 func (c *channel) deliverSteered(l *Link) func([]Frame) {
-	var touched []bool = make([]bool, len(c.procs))
+	touched := make([]bool, len(c.procs))
 	return func(frames []Frame) {
 		c.stamp(frames)
 		p := uint32(len(c.procs))
@@ -214,8 +214,7 @@ func (c *channel) deliverSteered(l *Link) func([]Frame) {
 			f := &frames[i]
 			j := f.Hash % p
 			if !c.procs[j].push(f) {
-				l.freeFrame(f)
-				l.counters.RxDropped.Add(1)
+				l.dropFrame(f)
 				continue
 			}
 			touched[j] = true
@@ -249,10 +248,13 @@ func (l *Link) deliverCounted(frames []Frame) {
 	l.d.Deliver(frames)
 }
 
-func (l *Link) freeFrame(f *Frame) {
+// dropFrame frees a received frame that will not be delivered and counts
+// it in RxDropped.
+func (l *Link) dropFrame(f *Frame) {
 	for _, b := range f.Data {
 		l.opts.Allocator.Free(b)
 	}
+	l.counters.RxDropped.Add(1)
 }
 
 // Start starts the reader goroutine of every channel and its processors.

@@ -8,7 +8,8 @@ import "sync"
 // its frames stay in order, and the Deliverer's work (a netstack's protocol
 // processing) spreads over P goroutines.
 
-// processorQueueLimit bounds a processor's queue in frames. At a million
+// processorQueueLimit bounds a processor's queue in frames (the processor
+// may hold as many again that it took from the queue and is delivering). At a million
 // frames a second this is 2 ms of traffic: enough to ride out a processor
 // being descheduled, small enough that a stuck processor does not pin much
 // memory.
@@ -44,10 +45,11 @@ type frameQueue struct {
 // processor is one processor goroutine's state.
 type processor struct {
 	q frameQueue
-	// deliver counts and hands a batch to the Deliverer; free returns a
-	// frame's buffers to the Allocator. Both are set by the Link.
+	// deliver counts and hands a batch to the Deliverer; drop returns a
+	// frame's buffers to the Allocator and counts it dropped. Both are
+	// set by the Link.
 	deliver func([]Frame)
-	free    func(*Frame)
+	drop    func(*Frame)
 	// discard says the link is closing: queued frames are freed instead
 	// of delivered.
 	discard func() bool
@@ -58,8 +60,8 @@ type processor struct {
 	bufs   []Buffer
 }
 
-func newProcessor(deliver func([]Frame), free func(*Frame), discard func() bool) *processor {
-	p := &processor{deliver: deliver, free: free, discard: discard}
+func newProcessor(deliver func([]Frame), drop func(*Frame), discard func() bool) *processor {
+	p := &processor{deliver: deliver, drop: drop, discard: discard}
 	p.q.wake = make(chan struct{}, 1)
 	// Start both sides with room for a full queue of one-buffer frames;
 	// bufs grows if frames span several buffers and keeps that size.
@@ -99,7 +101,7 @@ func (p *processor) notify() {
 }
 
 // close tells the processor that nothing more will be pushed: it delivers
-// (or, when discarding, frees) what is queued and returns.
+// (or, when discarding, drops) what is queued and returns.
 func (p *processor) close() {
 	p.q.mu.Lock()
 	p.q.closed = true
@@ -133,7 +135,7 @@ func (p *processor) run() {
 		}
 		if p.discard() {
 			for i := range p.frames {
-				p.free(&p.frames[i])
+				p.drop(&p.frames[i])
 			}
 		} else {
 			for b := p.frames; len(b) > 0; {

@@ -80,6 +80,19 @@ func TestOpenPacketSocketOptions(t *testing.T) {
 	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK == 0 {
 		t.Errorf("socket not non-blocking: flags %#x, %v", fl, err)
 	}
+	// An explicit group is joined as given.
+	g, err := OpenPacketSocket(SocketOptions{NetNS: v.NSA, Interface: v.A, FanoutGroup: 777})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(g)
+	if val, err := unix.GetsockoptInt(g, unix.SOL_PACKET, unix.PACKET_FANOUT); err != nil || val&0xffff != 777 {
+		t.Errorf("PACKET_FANOUT = %#x, %v; want group 777", val, err)
+	}
+	// Without a group, no fanout.
+	if val, err := unix.GetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT); err != nil || val != 0 {
+		t.Errorf("PACKET_FANOUT without a group = %#x, %v; want 0", val, err)
+	}
 	sa, err := unix.Getsockname(fd)
 	if ll, ok := sa.(*unix.SockaddrLinklayer); err != nil || !ok || ll.Ifindex == 0 || ll.Protocol != htons(EthPAll) {
 		t.Errorf("getsockname = %+v, %v; want bound to an ifindex with ETH_P_ALL", sa, err)
