@@ -168,6 +168,7 @@ func Attach(opts AttachOptions) (_ *Attachment, err error) {
 				return err
 			}
 			if err := checkFree(l, opts.PinRoot, nsID); err != nil {
+				err.(*AlreadyAttachedError).Netns = opts.Netns
 				return err
 			}
 			idx[name] = l.Attrs().Index
@@ -289,7 +290,7 @@ func xdpState(l netlink.Link) (Mode, uint32) {
 	return ModeMulti, x.ProgId
 }
 
-// checkFree fails with an *AlreadyAttachedError if l has an XDP program.
+// checkFree returns an *AlreadyAttachedError if l has an XDP program.
 func checkFree(l netlink.Link, root string, nsID uint64) error {
 	mode, id := xdpState(l)
 	if mode == ModeNone {

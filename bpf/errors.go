@@ -29,7 +29,9 @@ var (
 
 // AlreadyAttachedError says what holds an interface's XDP hook.
 type AlreadyAttachedError struct {
-	Iface       string
+	Iface string
+	// Netns is the interface's namespace as the caller named it.
+	Netns       string
 	ProgramName string
 	ProgramID   uint32
 	Mode        Mode
@@ -42,7 +44,11 @@ func (e *AlreadyAttachedError) Error() string {
 	fix := fmt.Sprintf("remove it with the tool that attached it (for a netlink attachment, `ip link set dev %s xdp off`)", e.Iface)
 	if e.PinDir != "" {
 		who = "sluice (pinned at " + e.PinDir + ")"
-		fix = fmt.Sprintf("run `sluice xdp detach --iface %s` first", e.Iface)
+		ns := ""
+		if e.Netns != "" {
+			ns = " --netns " + e.Netns
+		}
+		fix = fmt.Sprintf("run `sluice xdp detach --iface %s%s` first", e.Iface, ns)
 	}
 	return fmt.Sprintf("%s: %s already has XDP program %q (id %d, %s mode) attached by %s: %s",
 		ErrAlreadyAttached, e.Iface, e.ProgramName, e.ProgramID, e.Mode, who, fix)

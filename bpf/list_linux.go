@@ -1,7 +1,9 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 
@@ -106,7 +108,9 @@ func List(opts ListOptions) ([]Status, error) {
 			continue
 		}
 		s.LinkID = linkIDs[s.ProgramID]
-		describeProgram(s)
+		if err := describeProgram(s); err != nil {
+			return nil, err
+		}
 		dir := PinDir(opts.PinRoot, nsID, s.Iface)
 		if meta, err := ReadMeta(dir); err == nil && pinnedProgram(dir) == s.ProgramID {
 			s.Pinned, s.PinDir = &meta, dir
@@ -117,19 +121,24 @@ func List(opts ListOptions) ([]Status, error) {
 }
 
 // describeProgram fills in name, tag and, for sluice's programs, counters.
-func describeProgram(s *Status) {
+// Only a lack of privilege is an error: a program that went away meanwhile
+// is reported without details.
+func describeProgram(s *Status) error {
 	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(s.ProgramID))
 	if err != nil {
-		return
+		if errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("bpf: inspect XDP program %d on %s: %w", s.ProgramID, s.Iface, classify(err))
+		}
+		return nil
 	}
 	defer p.Close()
 	info, err := p.Info()
 	if err != nil {
-		return
+		return nil
 	}
 	s.ProgramName, s.Tag = info.Name, info.Tag
 	if _, ok := ProgramByKernelName(info.Name); !ok {
-		return
+		return nil
 	}
 	ids, _ := info.MapIDs()
 	for _, mid := range ids {
@@ -145,6 +154,7 @@ func describeProgram(s *Status) {
 		}
 		m.Close()
 	}
+	return nil
 }
 
 // xdpLinkIDs maps program IDs to the XDP bpf links that hold them, over
