@@ -54,6 +54,7 @@ real interfaces.`,
 	root.SetErr(stderr)
 	root.AddCommand(newVersionCmd(stdout))
 	root.AddCommand(newBenchCmd(stdout, stderr))
+	root.AddCommand(newXDPCmd(stdout, stderr))
 	return root
 }
 
