@@ -184,4 +184,3 @@ func TestParseCaptureEventBounds(t *testing.T) {
 		t.Fatal("short record accepted")
 	}
 }
-
