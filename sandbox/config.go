@@ -1,0 +1,433 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+
+	"github.com/sluicenet/sluice/dataplane"
+)
+
+// Default addressing, as slirp4netns's: the sandbox is 10.0.2.100 behind
+// the gateway 10.0.2.2. The IPv6 subnet is a unique local /64 (RFC 4193)
+// of sluice's own rather than slirp's fd00::/64, which hosts use on their
+// own links often enough to make the default collide (this machine's eth0
+// has it).
+var (
+	DefaultSubnet  = netip.MustParsePrefix("10.0.2.0/24")
+	DefaultSubnet6 = netip.MustParsePrefix("fd00:51ce::/64")
+)
+
+// DefaultMTU is eth0's MTU when --mtu is 0 (auto).
+//
+// TODO(sandbox): choose by measurement between a large MTU (65520, as pasta
+// and slirp4netns use, so the sandbox's TCP sends 64 KiB segments even
+// without offloads) and 1500 with host GSO (the veth carries GSO super-frames
+// both ways, and the sandbox sees a normal Ethernet MTU). The choice is made
+// in one place: autoMTU.
+const DefaultMTU = 1500
+
+// Host offsets of the gateway and the sandbox in their subnet, as slirp's
+// .2 and .100 (IPv4) and ::2 and ::100 (IPv6).
+const (
+	gatewayOffset  = 2
+	sandboxOffset4 = 100
+	sandboxOffset6 = 0x100
+)
+
+// ErrNotImplemented wraps the error for a setting that is accepted and
+// validated but whose implementation belongs to a later piece of work. The
+// caller should drop the flag; retrying does not help.
+var ErrNotImplemented = errors.New("not implemented yet")
+
+// Config is the network configuration of a sandbox. Each field carries the
+// name of its flag, which is the reference's (runsc/config) where it has
+// one. The zero value is not useful: start from DefaultConfig.
+type Config struct {
+	// Network is the kind of network the command gets.
+	Network NetworkType `flag:"network"`
+	// Profile is the bundle of settings applied to flags not given
+	// explicitly.
+	Profile Profile `flag:"profile"`
+	// Dispatch is the inbound dispatch mode of the stack-side link.
+	Dispatch dataplane.Mode `flag:"dispatch"`
+	// NumNetworkChannels is the number of packet sockets (channels) on the
+	// stack-side veth, joined in one PACKET_FANOUT hash group.
+	NumNetworkChannels int `flag:"num-network-channels"`
+	// NetworkProcessorsPerChannel is the number of goroutines per channel
+	// that deliver packets to the stack; 0 divides GOMAXPROCS among the
+	// channels, as the reference does.
+	NetworkProcessorsPerChannel int `flag:"network-processors-per-channel"`
+	// GSO enables host segmentation offload: the sockets carry a
+	// virtio_net_hdr and the kernel segments (and coalesces) large TCP
+	// segments.
+	GSO bool `flag:"gso"`
+	// SoftwareGSO enables the endpoint's own segmentation when host GSO is
+	// off.
+	SoftwareGSO bool `flag:"software-gso"`
+	// GVisorGRO enables generic receive offload before the stack.
+	GVisorGRO bool `flag:"gvisor-gro"`
+	// TXChecksumOffload leaves outbound checksums to the kernel.
+	TXChecksumOffload bool `flag:"tx-checksum-offload"`
+	// RXChecksumOffload skips verifying inbound checksums (the frames come
+	// from a veth, which never corrupts them).
+	RXChecksumOffload bool `flag:"rx-checksum-offload"`
+	// QDisc is the queueing discipline in front of the link's writes.
+	QDisc QDisc `flag:"qdisc"`
+	// BufferPooling reads frames into pooled buffers instead of fresh heap
+	// allocations.
+	BufferPooling bool `flag:"buffer-pooling"`
+	// PCAPLog is a file to write every frame of the link to, in pcap
+	// format; empty means none.
+	PCAPLog string `flag:"pcap-log"`
+	// LogPackets logs every frame of the link.
+	LogPackets bool `flag:"log-packets"`
+	// XDP selects AF_XDP and XDP instead of AF_PACKET.
+	XDP XDPConfig `flag:"xdp"`
+	// XDPNeedWakeup binds AF_XDP sockets with XDP_USE_NEED_WAKEUP.
+	XDPNeedWakeup bool `flag:"xdp-need-wakeup"`
+	// Subnet is the sandbox's IPv4 subnet: the gateway is its .2 and the
+	// sandbox its .100. The zero Prefix switches IPv4 off.
+	Subnet netip.Prefix `flag:"subnet"`
+	// Subnet6 is the sandbox's IPv6 subnet: gateway ::2, sandbox ::100. The
+	// zero Prefix switches IPv6 off.
+	Subnet6 netip.Prefix `flag:"subnet6"`
+	// MTU is eth0's MTU in bytes (and the stack-side link's); 0 picks
+	// DefaultMTU.
+	MTU int `flag:"mtu"`
+	// Stats prints the interface counters to stderr when the command ends.
+	Stats bool `flag:"stats"`
+	// StatsFile writes the interface counters as JSON to this file when the
+	// command ends; empty means none.
+	StatsFile string `flag:"stats-file"`
+	// AllowHostLoopback lets connections to the gateway address reach the
+	// uplink namespace's loopback (gateway:port -> 127.0.0.1:port); without
+	// it they are refused.
+	AllowHostLoopback bool `flag:"allow-host-loopback"`
+	// UplinkNetNS is the network namespace (name under /var/run/netns or
+	// path) in which the host sockets of the uplink are opened; empty means
+	// sluice's own.
+	UplinkNetNS string `flag:"uplink-netns"`
+}
+
+// DefaultConfig returns the settings used when no flag is given. The
+// defaults follow the reference where it has one, except:
+//   - Dispatch is recvmmsg, the reference's: the FIELD-NOTES measured the
+//     three AF_PACKET modes within noise of each other for TCP, and
+//     recvmmsg needs no ring memory.
+//   - QDisc is none: the FIELD-NOTES saw the reference's FIFO tail-drop
+//     frames at a full 1000-frame queue and collapse TCP into
+//     retransmission timeouts; without it the socket's send buffer pushes
+//     back on the stack instead.
+func DefaultConfig() Config {
+	return Config{
+		Network:            NetworkSandbox,
+		Profile:            ProfileDefault,
+		Dispatch:           dataplane.RecvMMsg,
+		NumNetworkChannels: 1,
+		GSO:                true,
+		SoftwareGSO:        true,
+		RXChecksumOffload:  true,
+		QDisc:              QDiscNone,
+		BufferPooling:      true,
+		XDPNeedWakeup:      true,
+		Subnet:             DefaultSubnet,
+		Subnet6:            DefaultSubnet6,
+	}
+}
+
+// RegisterFlags binds every field of c to a flag on fs, with c's current
+// values as the defaults. After fs is parsed, call Finish.
+func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
+	fs.Var(&c.Network, "network", "network of the command: sandbox (own namespace, all traffic through the user-space stack), host (sluice's namespace, no isolation), none (loopback only)")
+	fs.Var(&c.Profile, "profile", "bundle of settings for flags not given explicitly: default, throughput, latency")
+	fs.Var(&c.Dispatch, "dispatch", "inbound dispatch of the stack-side link: readv, recvmmsg or mmap (PACKET_RX_RING)")
+	fs.IntVar(&c.NumNetworkChannels, "num-network-channels", c.NumNetworkChannels, "number of packet sockets (channels) on the stack-side link, in one PACKET_FANOUT hash group")
+	fs.IntVar(&c.NetworkProcessorsPerChannel, "network-processors-per-channel", c.NetworkProcessorsPerChannel, "goroutines per channel delivering packets to the stack; 0 divides GOMAXPROCS among the channels")
+	fs.BoolVar(&c.GSO, "gso", c.GSO, "host segmentation offload: large TCP segments cross the veth whole (PACKET_VNET_HDR)")
+	fs.BoolVar(&c.SoftwareGSO, "software-gso", c.SoftwareGSO, "the endpoint segments large TCP segments itself when host GSO is off")
+	fs.BoolVar(&c.GVisorGRO, "gvisor-gro", c.GVisorGRO, "generic receive offload before the stack")
+	fs.BoolVar(&c.TXChecksumOffload, "tx-checksum-offload", c.TXChecksumOffload, "leave outbound checksums to the kernel")
+	fs.BoolVar(&c.RXChecksumOffload, "rx-checksum-offload", c.RXChecksumOffload, "trust inbound checksums (the frames come from a veth)")
+	fs.Var(&c.QDisc, "qdisc", "queueing discipline in front of the stack-side link's writes: none or fifo")
+	fs.BoolVar(&c.BufferPooling, "buffer-pooling", c.BufferPooling, "read frames into pooled buffers")
+	fs.StringVar(&c.PCAPLog, "pcap-log", c.PCAPLog, "write the link's frames to this pcap file (not implemented yet: accepted and validated, fails at run)")
+	fs.BoolVar(&c.LogPackets, "log-packets", c.LogPackets, "log every frame of the link (not implemented yet: fails at run)")
+	fs.Var(&c.XDP, "xdp", "XDP mode: off, ns, redirect:IFACE or tunnel:IFACE (not implemented yet: anything but off fails at run)")
+	fs.BoolVar(&c.XDPNeedWakeup, "xdp-need-wakeup", c.XDPNeedWakeup, "bind AF_XDP sockets with XDP_USE_NEED_WAKEUP")
+	fs.Var(prefixValue{&c.Subnet, 4}, "subnet", "IPv4 subnet of the sandbox (gateway .2, sandbox .100), or none")
+	fs.Var(prefixValue{&c.Subnet6, 6}, "subnet6", "IPv6 subnet of the sandbox (gateway ::2, sandbox ::100), or none")
+	fs.IntVar(&c.MTU, "mtu", c.MTU, fmt.Sprintf("MTU of eth0 in bytes; 0 picks the default (%d)", DefaultMTU))
+	fs.BoolVar(&c.Stats, "stats", c.Stats, "print interface counters (rx/tx packets, bytes, errors, dropped) to stderr when the command ends")
+	fs.StringVar(&c.StatsFile, "stats-file", c.StatsFile, "write interface counters as JSON to this file when the command ends")
+	fs.BoolVar(&c.AllowHostLoopback, "allow-host-loopback", c.AllowHostLoopback, "let connections to the gateway address reach the uplink namespace's loopback (gateway:port -> 127.0.0.1:port)")
+	fs.StringVar(&c.UplinkNetNS, "uplink-netns", c.UplinkNetNS, "open the uplink's host sockets in this network namespace (name or path) instead of sluice's own")
+}
+
+// profiles are the bundles of `--profile`, as flag name -> value. They are
+// applied through the flags themselves, so a bundle can only say what a user
+// could say on the command line.
+var profiles = map[Profile]map[string]string{
+	ProfileDefault: {},
+	// Bulk transfers: host GSO both ways, checksums left to the kernel (the
+	// frames never leave the machine), no queue in front of the writes,
+	// and one channel per vCPU of this machine kind (2) so that the
+	// kernel's fanout spreads flows over both.
+	ProfileThroughput: {
+		"gso":                  "true",
+		"tx-checksum-offload":  "true",
+		"rx-checksum-offload":  "true",
+		"qdisc":                "none",
+		"num-network-channels": "2",
+	},
+	// Round trips: the PACKET_RX_RING, which the FIELD-NOTES measured with
+	// slightly lower round trips, one channel and frames delivered on the
+	// reader goroutine (no hand-off to a processor).
+	ProfileLatency: {
+		"dispatch":                       "mmap",
+		"num-network-channels":           "1",
+		"network-processors-per-channel": "1",
+		"qdisc":                          "none",
+	},
+}
+
+// ProfileSettings returns the settings of profile p as flag name -> value.
+func ProfileSettings(p Profile) map[string]string {
+	out := map[string]string{}
+	for k, v := range profiles[p] {
+		out[k] = v
+	}
+	return out
+}
+
+// ApplyProfile sets the settings of c.Profile on every flag for which
+// explicit(name) is false.
+func (c *Config) ApplyProfile(explicit func(name string) bool) error {
+	bundle, ok := profiles[c.Profile]
+	if !ok {
+		return fmt.Errorf("--profile %v: unknown profile", c.Profile)
+	}
+	fs := pflag.NewFlagSet("profile", pflag.ContinueOnError)
+	c.RegisterFlags(fs)
+	for name, val := range bundle {
+		if explicit != nil && explicit(name) {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			return fmt.Errorf("profile %v sets unknown flag --%s", c.Profile, name)
+		}
+		if err := f.Value.Set(val); err != nil {
+			return fmt.Errorf("profile %v: --%s=%s: %w", c.Profile, name, val, err)
+		}
+	}
+	return nil
+}
+
+// Finish completes a Config bound to fs with RegisterFlags after fs has been
+// parsed: it applies the profile to the flags not given explicitly and
+// validates the result.
+func (c *Config) Finish(fs *pflag.FlagSet) error {
+	if err := c.ApplyProfile(fs.Changed); err != nil {
+		return err
+	}
+	return c.Validate()
+}
+
+// ParseFlags returns the Config that args (flags only) describe, starting
+// from DefaultConfig: the inverse of ToFlags.
+func ParseFlags(args []string) (Config, error) {
+	c := DefaultConfig()
+	fs := pflag.NewFlagSet("sandbox", pflag.ContinueOnError)
+	fs.SetOutput(discard{})
+	c.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q: only flags", fs.Arg(0))
+	}
+	if err := c.Finish(fs); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// ToFlags returns c as command-line flags, one `--name=value` per field in
+// declaration order, such that ParseFlags(c.ToFlags()) gives c back. Every
+// field is spelled out, so the result does not depend on the defaults or
+// profile of the sluice that reads it.
+func (c Config) ToFlags() []string {
+	fs := pflag.NewFlagSet("toflags", pflag.ContinueOnError)
+	c.RegisterFlags(fs)
+	var out []string
+	fs.VisitAll(func(f *pflag.Flag) {
+		out = append(out, "--"+f.Name+"="+f.Value.String())
+	})
+	return out
+}
+
+// discard is an io.Writer that drops pflag's own error printing; errors are
+// returned instead.
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// Validate checks every field on its own and against the others, with
+// messages that name the flag to change. It looks at nothing outside c; the
+// checks against the host are Plan's.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.Network < NetworkSandbox || c.Network > NetworkNone {
+		bad("--network %v: unknown", c.Network)
+	}
+	if _, ok := profiles[c.Profile]; !ok {
+		bad("--profile %v: unknown", c.Profile)
+	}
+	switch c.Dispatch {
+	case dataplane.Readv, dataplane.RecvMMsg, dataplane.PacketMMap:
+	default:
+		bad("--dispatch %v: unknown (want readv, recvmmsg or mmap)", c.Dispatch)
+	}
+	if c.NumNetworkChannels < 1 || c.NumNetworkChannels > 64 {
+		bad("--num-network-channels %d: must be between 1 and 64", c.NumNetworkChannels)
+	}
+	if c.NetworkProcessorsPerChannel < 0 || c.NetworkProcessorsPerChannel > 256 {
+		bad("--network-processors-per-channel %d: must be between 0 (automatic) and 256", c.NetworkProcessorsPerChannel)
+	}
+	if c.QDisc != QDiscNone && c.QDisc != QDiscFIFO {
+		bad("--qdisc %v: unknown (want none or fifo)", c.QDisc)
+	}
+	if c.XDP.Mode < XDPOff || c.XDP.Mode > XDPTunnel {
+		bad("--xdp %v: unknown mode", c.XDP)
+	}
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		// 576 is the smallest datagram every IPv4 host must accept
+		// (RFC 791); 65535 is the veth's largest MTU (ETH_MAX_MTU).
+		bad("--mtu %d: must be 0 (automatic) or between 576 and 65535", c.MTU)
+	} else if c.Subnet6.IsValid() && c.MTU != 0 && c.MTU < 1280 {
+		bad("--mtu %d: IPv6 needs at least 1280 (RFC 8200); raise --mtu or switch IPv6 off with --subnet6 none", c.MTU)
+	}
+	if !c.Subnet.IsValid() && !c.Subnet6.IsValid() {
+		bad("--subnet and --subnet6 are both none: the sandbox needs at least one address family")
+	}
+	if c.Subnet.IsValid() {
+		if err := checkSubnet(c.Subnet, 4); err != nil {
+			bad("--subnet %v: %w", c.Subnet, err)
+		}
+	}
+	if c.Subnet6.IsValid() {
+		if err := checkSubnet(c.Subnet6, 6); err != nil {
+			bad("--subnet6 %v: %w", c.Subnet6, err)
+		}
+	}
+	if c.StatsFile != "" && filepath.Base(c.StatsFile) == "." {
+		bad("--stats-file %q: not a file name", c.StatsFile)
+	}
+	if c.PCAPLog != "" && filepath.Base(c.PCAPLog) == "." {
+		bad("--pcap-log %q: not a file name", c.PCAPLog)
+	}
+	return errors.Join(errs...)
+}
+
+// CheckImplemented reports the settings that are accepted and validated but
+// not implemented yet, naming the flag. Start calls it before creating
+// anything.
+func (c Config) CheckImplemented() error {
+	var errs []error
+	if c.PCAPLog != "" {
+		errs = append(errs, fmt.Errorf("--pcap-log: packet capture of the sandbox link is %w (it comes with the network services); drop the flag", ErrNotImplemented))
+	}
+	if c.LogPackets {
+		errs = append(errs, fmt.Errorf("--log-packets: packet logging is %w (it comes with the network services); drop the flag", ErrNotImplemented))
+	}
+	if c.XDP.Mode != XDPOff {
+		errs = append(errs, fmt.Errorf("--xdp %v: XDP links are %w (they come with the AF_XDP endpoint); use --xdp off", c.XDP, ErrNotImplemented))
+	}
+	if !c.BufferPooling {
+		errs = append(errs, fmt.Errorf("--buffer-pooling=false: the fdbased endpoint always reads into the netstack's pooled views and has no switch for heap buffers yet: %w", ErrNotImplemented))
+	}
+	return errors.Join(errs...)
+}
+
+// checkSubnet checks that p can hold a gateway and a sandbox address and is
+// not a special-purpose range that would break routing.
+func checkSubnet(p netip.Prefix, family int) error {
+	a := p.Addr()
+	switch {
+	case a.IsLoopback():
+		return errors.New("a loopback subnet cannot be routed to a sandbox")
+	case a.IsMulticast():
+		return errors.New("a multicast subnet has no hosts")
+	case a.IsLinkLocalUnicast():
+		return errors.New("link-local addresses are not routable past the gateway")
+	case a.IsUnspecified() && p.Bits() == 0:
+		return errors.New("the whole address space would hide every destination behind the gateway")
+	}
+	maxBits := 29 // room for network, .2 and the broadcast address
+	minBits := 8
+	if family == 6 {
+		maxBits, minBits = 120, 16
+	}
+	if p.Bits() < minBits || p.Bits() > maxBits {
+		return fmt.Errorf("prefix length /%d: must be between /%d and /%d", p.Bits(), minBits, maxBits)
+	}
+	return nil
+}
+
+// Addressing is where the gateway and the sandbox sit in a subnet.
+type Addressing struct {
+	Subnet  netip.Prefix
+	Gateway netip.Addr // the netstack's address: subnet + 2
+	Sandbox netip.Addr // eth0's address: subnet + 100 (IPv4) or + 0x100 (IPv6), or + 3 in a small subnet
+}
+
+// AddressingOf returns the gateway and sandbox addresses of subnet p, which
+// must have passed Validate. The zero Addressing means p is off.
+func AddressingOf(p netip.Prefix) Addressing {
+	if !p.IsValid() {
+		return Addressing{}
+	}
+	off := sandboxOffset4
+	if p.Addr().Is6() {
+		off = sandboxOffset6
+	}
+	hostBits := p.Addr().BitLen() - p.Bits()
+	// The sandbox's offset must stay below the last address (the IPv4
+	// broadcast); in subnets too small for it, the sandbox takes .3.
+	if hostBits < 63 && uint64(off) >= (uint64(1)<<hostBits)-1 {
+		off = gatewayOffset + 1
+	}
+	return Addressing{Subnet: p, Gateway: addOffset(p.Addr(), gatewayOffset), Sandbox: addOffset(p.Addr(), off)}
+}
+
+func addOffset(a netip.Addr, off int) netip.Addr {
+	b := a.As16()
+	carry := off
+	for i := 15; i >= 0 && carry > 0; i-- {
+		s := int(b[i]) + carry
+		b[i] = byte(s)
+		carry = s >> 8
+	}
+	r := netip.AddrFrom16(b)
+	if a.Is4() {
+		r = r.Unmap()
+	}
+	return r
+}
+
+// EffectiveMTU is the MTU the sandbox uses: c.MTU, or the automatic choice.
+func (c Config) EffectiveMTU() int {
+	if c.MTU != 0 {
+		return c.MTU
+	}
+	return autoMTU(c)
+}
+
+// autoMTU is the hook for the measured MTU choice (see DefaultMTU).
+func autoMTU(Config) int { return DefaultMTU }

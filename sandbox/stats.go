@@ -1,0 +1,71 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/sluicenet/sluice/dataplane"
+)
+
+// LinkStats are one link's counters at the end of a run: the fields of the
+// reference's per-interface network stats, from the stack side (rx is what
+// the sandbox sent, tx what it received).
+type LinkStats struct {
+	Name string `json:"name"`
+	dataplane.Stats
+	// Modes are the dispatch modes the link's channels actually ran, after
+	// any fallback.
+	Modes []string `json:"modes,omitempty"`
+}
+
+// Report is the JSON document of --stats-file.
+type Report struct {
+	Interfaces []LinkStats `json:"interfaces"`
+	// ExitStatus is the command's exit status as sluice reports it.
+	ExitStatus int `json:"exit_status"`
+}
+
+// WriteStatsText prints stats as a table.
+func WriteStatsText(w io.Writer, stats []LinkStats) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "interface\trx packets\trx bytes\trx errors\trx dropped\ttx packets\ttx bytes\ttx errors\ttx dropped\tdispatch\t")
+	for _, s := range stats {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", s.Name,
+			s.RxPackets, s.RxBytes, s.RxErrors, s.RxDropped,
+			s.TxPackets, s.TxBytes, s.TxErrors, s.TxDropped, strings.Join(s.Modes, ","))
+	}
+	return tw.Flush()
+}
+
+// WriteReportFile writes r as JSON to path, through a temporary file in the
+// same directory so that a reader never sees half a document.
+func WriteReportFile(path string, r Report) error {
+	if r.Interfaces == nil {
+		r.Interfaces = []LinkStats{}
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("sandbox: encode stats: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("sandbox: --stats-file %s: %w", path, err)
+	}
+	_, err = tmp.Write(append(b, '\n'))
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("sandbox: --stats-file %s: %w", path, err)
+	}
+	return nil
+}
