@@ -20,6 +20,13 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v ethtool >/dev/null || need+=(ethtool)
+# clang, llvm-strip and the libbpf/kernel headers regenerate the eBPF objects
+# (bpf/, checked below); bpftool inspects attachments in the XDP tests.
+command -v clang >/dev/null || need+=(clang)
+command -v llvm-strip >/dev/null || need+=(llvm)
+[ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+[ -e /usr/include/x86_64-linux-gnu/asm/types.h ] || need+=(linux-libc-dev)
+command -v bpftool >/dev/null || need+=(bpftool)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "test.sh: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
@@ -33,6 +40,18 @@ if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
 fi
 
 go vet ./...
+
+# The committed eBPF objects and bindings must be exactly what the C sources
+# compile to with this machine's clang (bpf2go, see bpf/gen.go).
+if command -v clang >/dev/null && git rev-parse --git-dir >/dev/null 2>&1; then
+	go generate ./bpf/...
+	if [ -n "$(git status --porcelain -- bpf/)" ]; then
+		git status --short -- bpf/ >&2
+		git diff --stat -- bpf/ >&2
+		echo "test.sh: bpf/ differs from what go generate ./bpf/... produces: regenerate and commit" >&2
+		exit 1
+	fi
+fi
 go test -count=1 -timeout 30m ./...
 
 # Each fuzz target for a short, bounded time (the seed corpora already ran
