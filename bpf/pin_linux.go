@@ -65,6 +65,16 @@ type Owner struct {
 	Comm      string `json:"comm,omitempty"`
 }
 
+// MarshalJSON adds "persistent" so that the zero owner does not read as
+// an empty object.
+func (o Owner) MarshalJSON() ([]byte, error) {
+	type plain Owner
+	return json.Marshal(struct {
+		Persistent bool `json:"persistent"`
+		plain
+	}{o.Persistent(), plain(o)})
+}
+
 // Persistent reports whether o is the zero, persistent owner.
 func (o Owner) Persistent() bool { return o.PID == 0 }
 
