@@ -458,4 +458,3 @@ func TestXDPCleanRemovesOnlyDeadOwners(t *testing.T) {
 	mustXDP(t, root, "detach", "--netns", v.NSA, "-i", v.A)
 	noPins(t, root)
 }
-
