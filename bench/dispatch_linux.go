@@ -160,8 +160,10 @@ func (d *countingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *sta
 
 // attached is an endpoint of one implementation on fresh sockets on va.
 type attached struct {
-	fds []int
-	ep  stack.LinkEndpoint
+	fds     []int
+	ep      stack.LinkEndpoint
+	release func() error // frees what ep leaks, once stopped
+	stopped bool         // stop completed
 }
 
 // attach opens m.channels sockets on va and makes m.impl's endpoint on
@@ -171,7 +173,7 @@ func attach(topo *topology, m measurement) (*attached, error) {
 	if err != nil {
 		return nil, err
 	}
-	ep, err := newEndpoint(m.impl, endpointConfig{
+	ep, release, err := newEndpoint(m.impl, endpointConfig{
 		fds:               fds,
 		mode:              m.mode,
 		mtu:               vethMTU,
@@ -182,16 +184,41 @@ func attach(topo *topology, m measurement) (*attached, error) {
 		closeFDs(fds)
 		return nil, err
 	}
-	return &attached{fds: fds, ep: ep}, nil
+	return &attached{fds: fds, ep: ep, release: release}, nil
 }
 
-// close stops the endpoint, then closes the sockets it borrowed.
-func (a *attached) close() error {
-	stopEndpoint(a.ep)
-	if err := closeFDs(a.fds); err != nil {
-		return fmt.Errorf("bench: close sockets: %w", err)
+// stop stops the endpoint's readers and waits for them, for at most
+// stopGrace: a reader stuck delivering must not hang the whole run.
+func (a *attached) stop() error {
+	if a.stopped {
+		return nil
 	}
-	return nil
+	done := make(chan struct{})
+	go func() {
+		stopEndpoint(a.ep)
+		close(done)
+	}()
+	select {
+	case <-done:
+		a.stopped = true
+		return nil
+	case <-time.After(stopGrace):
+		return fmt.Errorf("bench: %T did not stop within %v", a.ep, stopGrace)
+	}
+}
+
+// close stops the endpoint, then closes the sockets it borrowed. If the
+// endpoint did not stop, the sockets stay open: closing them under a
+// running reader (an mmap'd ring in particular) is not safe.
+func (a *attached) close() error {
+	if err := a.stop(); err != nil {
+		return err
+	}
+	rerr := a.release()
+	if err := closeFDs(a.fds); err != nil {
+		return errors.Join(rerr, fmt.Errorf("bench: close sockets: %w", err))
+	}
+	return rerr
 }
 
 // measureRX is rx_pps: frames from vb delivered to a counting dispatcher.
@@ -341,9 +368,15 @@ func measureTCP(ctx context.Context, topo *topology, m measurement) (_ float64, 
 		return 0, err
 	}
 	defer func() {
-		// Removing the NIC detaches and closes the endpoint, as a
-		// sandbox shutting down does; then the stack's goroutines and
-		// finally the sockets.
+		// The readers stop before the NIC goes: gVisor's RemoveNIC
+		// holds the stack's lock while it waits for them, and a reader
+		// delivering a frame needs that lock (ipv4's HandlePacket calls
+		// FindNICNameFromID), so removing a NIC with traffic in flight
+		// can deadlock. Then the stack's goroutines, then the sockets.
+		if serr := a.stop(); serr != nil {
+			err = errors.Join(err, serr)
+			return
+		}
 		s.RemoveNIC(1)
 		s.Close()
 		s.Wait()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -11,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/sluicenet/sluice/dataplane"
+	"github.com/sluicenet/sluice/fdbased"
 )
 
 // endpointConfig is what both implementations are given; everything else
@@ -26,29 +28,39 @@ type endpointConfig struct {
 }
 
 // newEndpoint makes the link endpoint of impl over c.fds. The descriptors
-// are borrowed: the caller closes them after stopEndpoint.
-func newEndpoint(impl string, c endpointConfig) (stack.LinkEndpoint, error) {
+// are borrowed: the caller closes them after stopEndpoint. release, never
+// nil, frees what the endpoint does not free itself; call it once the
+// endpoint has stopped.
+func newEndpoint(impl string, c endpointConfig) (ep stack.LinkEndpoint, release func() error, err error) {
 	switch impl {
 	case ImplSluice:
-		return newSluiceEndpoint(c)
+		ep, err = newSluiceEndpoint(c)
+		return ep, func() error { return nil }, err
 	case ImplGVisor:
 		return newGVisorEndpoint(c)
 	}
-	return nil, fmt.Errorf("bench: unknown implementation %q", impl)
+	return nil, nil, fmt.Errorf("bench: unknown implementation %q", impl)
 }
 
 // newSluiceEndpoint makes sluice's endpoint.
-//
-// TODO(bench): package fdbased has no endpoint yet; until it does this is
-// gVisor's, so both columns measure the same code. Switch to
-// fdbased.New(&fdbased.Options{...}) with the same fields and
-// PacketDispatchMode: c.mode when it builds.
 func newSluiceEndpoint(c endpointConfig) (stack.LinkEndpoint, error) {
-	return newGVisorEndpoint(c)
+	ep, err := fdbased.New(&fdbased.Options{
+		FDs:                c.fds,
+		MTU:                c.mtu,
+		EthernetHeader:     true,
+		Address:            c.addr,
+		PacketDispatchMode: c.mode,
+		RXChecksumOffload:  c.rxChecksumOffload,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bench: sluice endpoint: %w", err)
+	}
+	return ep, nil
 }
 
-// newGVisorEndpoint makes gVisor's fdbased endpoint, the reference.
-func newGVisorEndpoint(c endpointConfig) (stack.LinkEndpoint, error) {
+// newGVisorEndpoint makes gVisor's fdbased endpoint, the reference, and
+// the release of what it leaks (see gvisorleak_unsafe_linux.go).
+func newGVisorEndpoint(c endpointConfig) (stack.LinkEndpoint, func() error, error) {
 	var mode gfdbased.PacketDispatchMode
 	switch c.mode {
 	case dataplane.Readv:
@@ -58,11 +70,15 @@ func newGVisorEndpoint(c endpointConfig) (stack.LinkEndpoint, error) {
 	case dataplane.PacketMMap:
 		mode = gfdbased.PacketMMap
 	default:
-		return nil, fmt.Errorf("bench: gvisor endpoint: unknown dispatch mode %v", c.mode)
+		return nil, nil, fmt.Errorf("bench: gvisor endpoint: unknown dispatch mode %v", c.mode)
 	}
 	isPacket := make([]bool, len(c.fds))
 	for i := range isPacket {
 		isPacket[i] = true
+	}
+	before, err := fdTable()
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: gvisor endpoint: %w", err)
 	}
 	ep, err := gfdbased.New(&gfdbased.Options{
 		FDs:                c.fds,
@@ -77,10 +93,18 @@ func newGVisorEndpoint(c endpointConfig) (stack.LinkEndpoint, error) {
 		PreConfigured:  true,
 		IsPacketSocket: isPacket,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("bench: gvisor endpoint: %w", err)
+	after, terr := fdTable()
+	// The stop eventfds New made; on failure it made them too.
+	stopFDs := newEventFDs(before, after)
+	if err != nil || terr != nil {
+		closeFDs(stopFDs)
+		return nil, nil, fmt.Errorf("bench: gvisor endpoint: %w", errors.Join(err, terr))
 	}
-	return ep, nil
+	fds := slices.Clone(c.fds)
+	release := func() error {
+		return errors.Join(unmapSocketMappings(fds), closeFDs(stopFDs))
+	}
+	return ep, release, nil
 }
 
 // stopEndpoint stops ep's readers as a NIC removal does and waits for them.
