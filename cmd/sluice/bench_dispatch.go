@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"time"
 
@@ -110,9 +109,6 @@ func runBenchDispatch(ctx context.Context, o benchDispatchOptions, stdout, stder
 	d, err := o.toBench(stderr)
 	if err != nil {
 		return err
-	}
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("bench dispatch needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN) to create network namespaces and packet sockets: run it as root, for example with sudo")
 	}
 	rep, runErr := bench.RunDispatch(ctx, d)
 	if rep != nil && len(rep.Rows) > 0 {
