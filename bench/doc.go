@@ -6,12 +6,15 @@
 //
 // # Topology
 //
-//	ns slb<pid>-a                      ns slb<pid>-b
+//	ns slb<pid>-<n>-a                  ns slb<pid>-<n>-b
 //	endpoint under test -- va ==veth== vb -- kernel, 192.0.2.2/24
 //	(netstack 192.0.2.1, va has no kernel address)
 //
 // IPv6 is disabled in both namespaces so that no neighbour discovery or MLD
-// frame is counted as benchmark traffic.
+// frame is counted as benchmark traffic, and vb has a permanent neighbour
+// entry for 192.0.2.1 so that the kernel never waits on ARP that no stack
+// answers during rx_pps and tx_pps. A run also removes namespaces left by
+// an earlier run whose process is gone (killed with SIGKILL).
 //
 // # Scenario "dispatch"
 //
@@ -45,7 +48,12 @@
 //     endpoint's buffers and rings are included.
 //
 // Each implementation runs with its own defaults apart from the options
-// named above (notably ProcessorsPerChannel is left at each one's default).
+// named above (ProcessorsPerChannel, for one, is left at each one's
+// default). gVisor's endpoint never frees its dispatchers' stop eventfds
+// or its mmap ring, whose mapping keeps the socket alive and receiving
+// after close; the benchmark releases both once that endpoint has stopped,
+// so that no measurement pays for an earlier one's leftovers.
+//
 // Every traffic loop stops at the end of its window or when the context is
 // cancelled, and is also bounded in count. Speed is reported, never asserted.
 //
