@@ -255,6 +255,9 @@ func measureRX(ctx context.Context, topo *topology, m measurement) (_ float64, e
 	rate, werr := window(ctx, m, d.frames.Load)
 	cancel()
 	if err := waitTimeout(&wg, stopGrace); err != nil {
+		// The sender may still be using its socket: leave it open
+		// rather than let its number be reused under it.
+		snd.fd = -1
 		return 0, err
 	}
 	if werr != nil {

@@ -58,12 +58,13 @@ func newFrameSender(ns string, ifindex int, frames [][]byte) (*frameSender, erro
 // have gone, and returns how many the kernel accepted. Transient errors
 // (a full socket buffer) are retried; any other error ends the run.
 func (s *frameSender) run(ctx context.Context, deadline time.Time, maxFrames uint64) (uint64, error) {
+	fd := s.fd // read once: the owner may give up on this goroutine and drop s.fd
 	var sent uint64
 	for sent < maxFrames {
 		if ctx.Err() != nil || !time.Now().Before(deadline) {
 			return sent, nil
 		}
-		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd),
+		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd),
 			uintptr(unsafe.Pointer(&s.hdrs[0])), uintptr(len(s.hdrs)), unix.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case 0:
