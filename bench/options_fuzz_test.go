@@ -1,0 +1,67 @@
+package bench
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/sluicenet/sluice/dataplane"
+)
+
+// FuzzParseLists feeds arbitrary flag values to every list parser and
+// checks the invariants of a successful parse: a non-empty list of valid,
+// distinct values.
+func FuzzParseLists(f *testing.F) {
+	for _, s := range []string{"readv,recvmmsg,mmap", "1,2", "rx_pps,tx_pps,tcp_gbps", "sluice,gvisor", ",,", " mmap , 64", "bogus", "0", "-1", "99999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if modes, err := ParseModes([]string{s}); err == nil {
+			if len(modes) == 0 || !distinct(modes) {
+				t.Errorf("ParseModes(%q) = %v", s, modes)
+			}
+			for _, m := range modes {
+				if !slices.Contains(dataplane.Modes, m) {
+					t.Errorf("ParseModes(%q) returned unknown mode %v", s, m)
+				}
+			}
+		}
+		if chans, err := ParseChannels([]string{s}); err == nil {
+			if len(chans) == 0 || !distinct(chans) {
+				t.Errorf("ParseChannels(%q) = %v", s, chans)
+			}
+			for _, c := range chans {
+				if c < 1 || c > MaxChannels {
+					t.Errorf("ParseChannels(%q) returned %d", s, c)
+				}
+			}
+		}
+		for _, p := range []struct {
+			parse func([]string) ([]string, error)
+			valid []string
+		}{{ParseMetrics, DispatchMetrics}, {ParseImpls, Impls}} {
+			names, err := p.parse([]string{s})
+			if err != nil {
+				continue
+			}
+			if len(names) == 0 || !distinct(names) {
+				t.Errorf("parse(%q) = %v", s, names)
+			}
+			for _, n := range names {
+				if !slices.Contains(p.valid, n) {
+					t.Errorf("parse(%q) returned unknown %q", s, n)
+				}
+			}
+		}
+	})
+}
+
+func distinct[T comparable](xs []T) bool {
+	seen := map[T]bool{}
+	for _, x := range xs {
+		if seen[x] {
+			return false
+		}
+		seen[x] = true
+	}
+	return true
+}
