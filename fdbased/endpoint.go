@@ -330,12 +330,15 @@ func (e *Endpoint) parseInbound(pkt *stack.PacketBuffer, addr tcpip.LinkAddress)
 }
 
 // Attach implements stack.LinkEndpoint. The first non-nil dispatcher starts
-// the readers; nil (the NIC being removed) stops them and waits.
+// the readers; nil (the NIC being removed) stops them without waiting: the
+// stack calls Attach(nil) with its own lock held, and a reader in the middle
+// of delivering a packet may need that lock, so waiting here would deadlock
+// (gVisor's fdbased does, on teardown under load). The stack calls Wait later,
+// outside its lock.
 func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	if d == nil {
 		e.dispatcher.Store(nil)
 		e.Close()
-		e.Wait()
 		return
 	}
 	e.dispatcher.Store(&dispatcherBox{d})
