@@ -32,7 +32,7 @@ type Report struct {
 
 // WriteStatsText prints stats as a table.
 func WriteStatsText(w io.Writer, stats []LinkStats) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "interface\trx packets\trx bytes\trx errors\trx dropped\ttx packets\ttx bytes\ttx errors\ttx dropped\tdispatch\t")
 	for _, s := range stats {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", s.Name,

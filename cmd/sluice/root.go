@@ -54,6 +54,10 @@ real interfaces.`,
 	root.SetErr(stderr)
 	root.AddCommand(newVersionCmd(stdout))
 	root.AddCommand(newBenchCmd(stdout, stderr))
+	root.AddCommand(newRunCmd(stdout, stderr))
+	root.AddCommand(newSandboxInitCmd())
+	root.AddCommand(newDemoCmd(stdout, stderr))
+	root.AddCommand(newDemoClientCmd(stdout))
 	root.AddCommand(newXDPCmd(stdout, stderr))
 	return root
 }

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicenet/sluice/sandbox"
+)
+
+// runOptions are the inputs of `sluice run`.
+type runOptions struct {
+	cfg    sandbox.Config
+	args   []string // the command
+	stdin  *os.File
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &runOptions{cfg: sandbox.DefaultConfig(), stdin: os.Stdin, stdout: stdout, stderr: stderr}
+	cmd := &cobra.Command{
+		Use:   "run [flags] -- COMMAND [ARGS...]",
+		Short: "Run a command whose whole network goes through sluice's dataplane and a user-space TCP/IP stack",
+		Long: `run starts COMMAND in a network namespace of its own, with lo and eth0 (a
+veth). The far end of the veth is read by sluice's dataplane in a private
+namespace and feeds gVisor's netstack, which owns the gateway addresses,
+answers ARP and NDP, and terminates the command's TCP, UDP and ICMP echo,
+re-originating each flow from a host socket (in --uplink-netns if given).
+
+Addresses (defaults): sandbox 10.0.2.100/24 and fd00:51ce::100/64, gateway
+10.0.2.2 and fd00:51ce::2. Connections to the gateway are refused unless
+--allow-host-loopback maps them to the uplink namespace's 127.0.0.1 / ::1.
+
+sluice exits with the command's exit status (128+N if a signal N killed it)
+and passes SIGINT, SIGTERM and SIGHUP on to it. Every namespace, veth and
+socket goes when sluice exits, also when sluice itself is killed.
+
+Accepted and validated but not implemented yet (they fail before the command
+starts): --pcap-log, --log-packets, --xdp other than off,
+--buffer-pooling=false, --tx-checksum-offload.
+
+Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW), except --network host.`,
+		Example: `  sluice run -- curl -sS http://example.com/
+  sluice run --stats --dispatch mmap -- iperf3 -c 192.0.2.10
+  sluice run --network none -- ip addr`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.cfg.Finish(cmd.Flags()); err != nil {
+				return err
+			}
+			o.args = args
+			return runRun(cmd.Context(), o)
+		},
+	}
+	// Flags after the command belong to the command: `sluice run curl -v`
+	// works without the "--".
+	cmd.Flags().SetInterspersed(false)
+	o.cfg.RegisterFlags(cmd.Flags())
+	return cmd
+}
+
+// runRun runs the command in a sandbox and returns its exit status as an
+// exitError (nil for 0).
+func runRun(ctx context.Context, o *runOptions) error {
+	log := slog.New(slog.NewTextHandler(o.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	fg := o.stdin != nil && isTerminal(o.stdin)
+	var stdin io.Reader
+	if o.stdin != nil {
+		stdin = o.stdin
+	}
+	sb, err := sandbox.Start(ctx, sandbox.Options{
+		Config: o.cfg,
+		Args:   o.args,
+		Stdin:  stdin,
+		Stdout: o.stdout,
+		Stderr: o.stderr,
+		// The command gets a process group of its own, so a signal to
+		// sluice's group reaches it once, through sluice; on a terminal
+		// it becomes the foreground group, so ^C goes to it directly.
+		NewProcessGroup: true,
+		Foreground:      fg,
+		Logger:          log,
+	})
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+wait:
+	for {
+		select {
+		case s := <-sigs:
+			if err := sb.Signal(s); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				fmt.Fprintf(o.stderr, "sluice: pass %v on to the command: %v\n", s, err)
+			}
+		case <-sb.Done():
+			break wait
+		}
+	}
+	code, werr := sb.Wait()
+	if fg {
+		reclaimTerminal(o.stdin)
+	}
+	stats := sb.Stats()
+	sb.Close()
+	if werr != nil {
+		return werr
+	}
+	if o.cfg.Stats {
+		if len(stats) == 0 {
+			fmt.Fprintf(o.stderr, "sluice: no sandbox interfaces with --network %v\n", o.cfg.Network)
+		} else if err := sandbox.WriteStatsText(o.stderr, stats); err != nil {
+			return err
+		}
+	}
+	if o.cfg.StatsFile != "" {
+		if err := sandbox.WriteReportFile(o.cfg.StatsFile, sandbox.Report{Interfaces: stats, ExitStatus: code}); err != nil {
+			return err
+		}
+	}
+	if code != 0 {
+		return exitError{code}
+	}
+	return nil
+}
+
+// newSandboxInitCmd is the hidden init of the sandbox's child (see
+// sandbox.RunInit): `sluice __sandbox-init -- PATH ARGV0 [ARGS...]`.
+func newSandboxInitCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                sandbox.InitCommand + " -- PATH ARGV0 [ARGS...]",
+		Short:              "The sandbox child's init (internal)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 && args[0] == "--" {
+				args = args[1:]
+			}
+			err := sandbox.RunInit(args)
+			switch {
+			case errors.Is(err, sandbox.ErrSetupFailed):
+				// sluice says why; 125 as container runtimes use
+				// for "the runtime failed, not the command".
+				return exitError{125}
+			case errors.Is(err, syscall.ENOENT):
+				fmt.Fprintln(cmd.ErrOrStderr(), "sluice:", err)
+				return exitError{127}
+			case errors.Is(err, syscall.EACCES):
+				fmt.Fprintln(cmd.ErrOrStderr(), "sluice:", err)
+				return exitError{126}
+			}
+			return err
+		},
+	}
+}

@@ -1,0 +1,218 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluicenet/sluice/internal/netns"
+)
+
+// newPrivateNetNS creates an anonymous network namespace and returns a
+// descriptor of it, which is then the only thing holding it: closing the
+// descriptor (or dying) destroys it, with every device in it. Nothing is
+// bind-mounted, so nothing can outlive sluice.
+//
+// The namespace is made by unshare(CLONE_NEWNET) on a goroutine locked to
+// its thread. That thread never returns to the host namespace: the goroutine
+// ends still locked, so the Go runtime terminates the thread instead of
+// reusing it. Work inside the namespace goes through netns.DoFD.
+func newPrivateNetNS() (int, error) {
+	type result struct {
+		fd  int
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: see above.
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ch <- result{-1, os.NewSyscallError("unshare CLONE_NEWNET", err)}
+			return
+		}
+		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- result{-1, fmt.Errorf("open /proc/thread-self/ns/net: %w", err)}
+			return
+		}
+		ch <- result{fd, nil}
+	}()
+	r := <-ch
+	if r.err != nil {
+		return -1, fmt.Errorf("sandbox: create the stack namespace: %w", r.err)
+	}
+	return r.fd, nil
+}
+
+// nsInode identifies a namespace (st_dev, st_ino of its nsfs file).
+type nsInode struct{ dev, ino uint64 }
+
+func inodeOfFD(fd int) (nsInode, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nsInode{}, os.NewSyscallError("fstat", err)
+	}
+	return nsInode{st.Dev, st.Ino}, nil
+}
+
+// killNamespaceProcesses sends SIGKILL to every process whose network
+// namespace is ns: what the command left behind (daemons it started) when
+// it exited. It returns how many it signalled.
+func killNamespaceProcesses(ns nsInode) int {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	n := 0
+	self := os.Getpid()
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil || pid == self {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(d+"/ns/net", &st) != nil || st.Dev != ns.dev || st.Ino != ns.ino {
+			continue
+		}
+		if unix.Kill(pid, unix.SIGKILL) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// nlHandle opens a netlink handle whose socket lives in the namespace of
+// descriptor fd; the descriptor stays the caller's.
+func nlHandle(fd int) (*netlink.Handle, error) {
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(fd))
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle: %w", err)
+	}
+	return h, nil
+}
+
+// createVeth creates the veth pair: link.Name in the stack namespace
+// (stackNS) and sb.Name directly in the child's (childNS), so the child's
+// name never exists anywhere else. Neither end is up yet.
+func createVeth(stackNS, childNS int, link FDBasedLink, sb SandboxLink) error {
+	h, err := nlHandle(stackNS)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	la := netlink.NewLinkAttrs()
+	la.Name = link.Name
+	la.MTU = link.MTU
+	veth := &netlink.Veth{
+		LinkAttrs:     la,
+		PeerName:      sb.Name,
+		PeerNamespace: netlink.NsFd(childNS),
+		PeerMTU:       uint32(sb.MTU),
+		PeerTxQLen:    -1,
+	}
+	if err := h.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s/%s: %w", link.Name, sb.Name, err)
+	}
+	return nil
+}
+
+// configureStackSide brings the stack's end of the veth up with IPv6 off on
+// it: the stack namespace's own kernel must stay silent there (no
+// link-local address, DAD, router solicitations or MLD reports), since the
+// device only carries the netstack's frames.
+func configureStackSide(stackNS int, link FDBasedLink) error {
+	err := netns.DoFD(stackNS, func() error {
+		// /proc/sys/net follows the network namespace of the thread
+		// that opens it.
+		p := "/proc/sys/net/ipv6/conf/" + link.Name + "/disable_ipv6"
+		if err := os.WriteFile(p, []byte("1"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("switch IPv6 off on %s: %w", link.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	h, err := nlHandle(stackNS)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(link.Name)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", link.Name, err)
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up: %w", link.Name, err)
+	}
+	return nil
+}
+
+// configureSandboxSide sets up the child's namespace: lo up, and eth0 (when
+// sb has one) with its addresses, up, and default routes through the
+// gateways. It returns eth0's MAC address.
+func configureSandboxSide(childNS int, sb SandboxLink) (net.HardwareAddr, error) {
+	h, err := nlHandle(childNS)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return nil, fmt.Errorf("find lo: %w", err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return nil, fmt.Errorf("set lo up: %w", err)
+	}
+	if sb.Name == "" {
+		return nil, nil
+	}
+	l, err := h.LinkByName(sb.Name)
+	if err != nil {
+		return nil, fmt.Errorf("find %s: %w", sb.Name, err)
+	}
+	for _, a := range sb.Addresses {
+		addr := &netlink.Addr{IPNet: ipNet(a)}
+		if a.Addr().Is6() {
+			// No duplicate address detection: the segment holds only
+			// the sandbox and the gateway, and DAD would keep the
+			// address tentative (unusable) for a second.
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(l, addr); err != nil {
+			return nil, fmt.Errorf("add address %v to %s: %w", a, sb.Name, err)
+		}
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("set %s up: %w", sb.Name, err)
+	}
+	for _, gw := range []netip.Addr{sb.Gateway4, sb.Gateway6} {
+		if !gw.IsValid() {
+			continue
+		}
+		r := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.IP(gw.AsSlice())}
+		if gw.Is6() {
+			r.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+		} else {
+			r.Dst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+		}
+		if err := h.RouteAdd(r); err != nil {
+			return nil, fmt.Errorf("add default route via %v on %s: %w", gw, sb.Name, err)
+		}
+	}
+	l, err = h.LinkByName(sb.Name)
+	if err != nil {
+		return nil, fmt.Errorf("find %s: %w", sb.Name, err)
+	}
+	return l.Attrs().HardwareAddr, nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}

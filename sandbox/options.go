@@ -1,0 +1,51 @@
+package sandbox
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+)
+
+// InitCommand is the hidden subcommand of sluice that runs as the sandbox's
+// init (RunInit).
+const InitCommand = "__sandbox-init"
+
+// ErrSetupFailed is returned by RunInit when sluice closed the go-ahead pipe
+// without a word: setting up the network failed (sluice reports why), so the
+// command must not run.
+var ErrSetupFailed = errors.New("sandbox: network setup failed; the command was not started")
+
+// Options configure Start.
+type Options struct {
+	// Config is the network configuration; it must pass Validate.
+	Config Config
+	// Args is the command and its arguments. Args[0] is looked up in PATH
+	// before anything is created.
+	Args []string
+	// Env is the command's environment; nil means sluice's.
+	Env []string
+	// Dir is the command's working directory; empty means sluice's.
+	Dir string
+	// Stdin, Stdout and Stderr are the command's; nil means /dev/null.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// NewProcessGroup puts the command in a process group of its own, so
+	// that signals sent to sluice's group reach it once (through sluice)
+	// rather than twice.
+	NewProcessGroup bool
+	// Foreground makes the command's process group the foreground group
+	// of the terminal on its stdin (which must be one); it implies
+	// NewProcessGroup.
+	Foreground bool
+	// InitPath is the sluice executable that the child re-executes as its
+	// init; empty means /proc/self/exe. Tests that run in a test binary
+	// point it at a built sluice.
+	InitPath string
+	// InitArgs select the init in InitPath; nil means {InitCommand}.
+	InitArgs []string
+	// Facts reads the host facts; nil means HostFactSource.
+	Facts FactSource
+	// Logger receives warnings (dispatch fallbacks) and debug details of
+	// refused flows; nil discards.
+	Logger *slog.Logger
+}

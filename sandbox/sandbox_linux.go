@@ -1,0 +1,395 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/sluicenet/sluice/dataplane"
+	"github.com/sluicenet/sluice/fdbased"
+	"github.com/sluicenet/sluice/internal/netns"
+)
+
+// socketBufBytes is SO_RCVBUF and SO_SNDBUF of the stack-side packet
+// sockets: with host GSO a frame is up to 64 KiB, and the kernel's default
+// 208 KiB receive buffer holds only three of them, so a burst from the
+// sandbox's TCP would be dropped at the socket before the reader wakes.
+const socketBufBytes = 4 << 20
+
+// Sandbox is a running command with its network.
+type Sandbox struct {
+	cfg  Config
+	args Args
+	log  *slog.Logger
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has been waited for
+	werr error         // cmd.Wait's error; valid after done
+
+	childNS  int // -1 when none
+	childIno nsInode
+	stack    *stack.Stack
+	links    *Links
+	uplink   *uplink
+
+	// undo holds the cleanups of Start, run in reverse by Close.
+	undo      []func()
+	closeOnce sync.Once
+	final     []LinkStats // counters at Close
+}
+
+// Start runs o.Args in a sandbox with network o.Config. Everything that can
+// fail (flags, host facts, namespaces, veth, sockets, the stack) fails
+// before the command starts; the command's process exists already (it is
+// the child whose namespace the veth goes into) but has not executed
+// anything of the user's. The caller must call Wait and then Close.
+func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
+	c := o.Config
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if err := c.CheckImplemented(); err != nil {
+		return nil, err
+	}
+	if len(o.Args) == 0 {
+		return nil, errors.New("sandbox: no command to run")
+	}
+	path, err := exec.LookPath(o.Args[0])
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: command %q: %w", o.Args[0], err)
+	}
+	src := o.Facts
+	if src == nil {
+		src = HostFactSource{}
+	}
+	facts, err := GatherFacts(src, c)
+	if err != nil {
+		return nil, err
+	}
+	args, err := Plan(c, facts)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sb := &Sandbox{cfg: c, args: args, log: log, childNS: -1, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			sb.Close()
+		}
+	}()
+
+	if args.Network == NetworkHost {
+		cmd := sb.command(o, path, o.Args)
+		if err := sb.startChild(cmd); err != nil {
+			return nil, err
+		}
+		return sb, nil
+	}
+
+	// The child: sluice's init in a new network namespace, blocked on a
+	// pipe until its network is ready.
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: pipe: %w", err)
+	}
+	sb.push(func() { wr.Close() })
+	initPath := o.InitPath
+	if initPath == "" {
+		initPath = "/proc/self/exe"
+	}
+	initArgs := o.InitArgs
+	if initArgs == nil {
+		initArgs = []string{InitCommand}
+	}
+	argv := append([]string{"sluice"}, initArgs...)
+	argv = append(argv, "--", path)
+	argv = append(argv, o.Args...)
+	cmd := sb.command(o, initPath, argv)
+	cmd.ExtraFiles = []*os.File{rd} // fd 3 in the child
+	cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWNET
+	err = sb.startChild(cmd)
+	rd.Close()
+	if err != nil {
+		return nil, err
+	}
+	sb.childNS, err = unix.Open(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: open the command's namespace: %w", err)
+	}
+	ns := sb.childNS
+	sb.push(func() { unix.Close(ns) })
+	if sb.childIno, err = inodeOfFD(ns); err != nil {
+		return nil, fmt.Errorf("sandbox: the command's namespace: %w", err)
+	}
+
+	if args.Network == NetworkSandbox {
+		if err := sb.startNetwork(o); err != nil {
+			return nil, err
+		}
+	} else if _, err := configureSandboxSide(sb.childNS, SandboxLink{}); err != nil {
+		return nil, fmt.Errorf("sandbox: --network none: %w", err)
+	}
+
+	// Go: the init reads this byte and execs the command.
+	if _, err := wr.Write([]byte{'g'}); err != nil {
+		return nil, fmt.Errorf("sandbox: start the command: %w", err)
+	}
+	wr.Close()
+	return sb, nil
+}
+
+// command returns the exec.Cmd of the child, which dies with sluice: the
+// kernel sends it SIGKILL when the thread that forked it ends (startChild
+// keeps that thread for the child's lifetime).
+func (sb *Sandbox) command(o Options, path string, argv []string) *exec.Cmd {
+	cmd := &exec.Cmd{Path: path, Args: argv, Env: o.Env, Dir: o.Dir, Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Pdeathsig: syscall.SIGKILL,
+		Setpgid:   o.NewProcessGroup || o.Foreground,
+	}
+	if o.Foreground {
+		cmd.SysProcAttr.Foreground = true
+		cmd.SysProcAttr.Ctty = 0 // the child's stdin
+	}
+	return cmd
+}
+
+// startChild starts cmd on a locked OS thread that stays alive until the
+// child has been waited for: Pdeathsig fires when the forking *thread*
+// exits, not the process (prctl(2); golang/go#27505), and the Go runtime may
+// retire an unlocked thread at any time.
+func (sb *Sandbox) startChild(cmd *exec.Cmd) error {
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			close(sb.done)
+			return
+		}
+		sb.cmd = cmd
+		started <- nil
+		sb.werr = cmd.Wait()
+		close(sb.done)
+	}()
+	if err := <-started; err != nil {
+		return fmt.Errorf("sandbox: start %s: %w", cmd.Path, err)
+	}
+	return nil
+}
+
+// startNetwork creates the veth, the stack and the uplink.
+func (sb *Sandbox) startNetwork(o Options) error {
+	a := &sb.args
+	if len(a.FDBasedLinks) != 1 {
+		return fmt.Errorf("sandbox: the plan has %d fd-based links; the sandbox wires exactly one", len(a.FDBasedLinks))
+	}
+	link := &a.FDBasedLinks[0]
+
+	uplinkNS := -1
+	if a.Uplink.NetNS != "" {
+		fd, err := unix.Open(netns.Path(a.Uplink.NetNS), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("sandbox: --uplink-netns %s: %w", a.Uplink.NetNS, err)
+		}
+		sb.push(func() { unix.Close(fd) })
+		uplinkNS = fd
+	}
+	stackNS, err := newPrivateNetNS()
+	if err != nil {
+		return err
+	}
+	sb.push(func() { unix.Close(stackNS) })
+
+	if err := createVeth(stackNS, sb.childNS, *link, a.Sandbox); err != nil {
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	if err := configureStackSide(stackNS, *link); err != nil {
+		return fmt.Errorf("sandbox: stack side: %w", err)
+	}
+	mac, err := configureSandboxSide(sb.childNS, a.Sandbox)
+	if err != nil {
+		return fmt.Errorf("sandbox: %s: %w", a.Sandbox.Name, err)
+	}
+	// The netstack knows the sandbox's address from the start; the
+	// sandbox still resolves the gateway with ARP and NDP.
+	for _, p := range a.Sandbox.Addresses {
+		link.Neighbors = append(link.Neighbors, Neighbor{Addr: p.Addr(), LinkAddress: mac})
+	}
+
+	s, err := NewStack()
+	if err != nil {
+		return err
+	}
+	sb.stack = s
+	links, err := CreateLinksAndRoutes(s, a, sb.packetOpener(stackNS))
+	if err != nil {
+		return err
+	}
+	sb.links = links
+	sb.uplink = newUplink(s, links.NIC(link.Name), *a, uplinkNS, sb.log)
+	return nil
+}
+
+// packetOpener opens the packet sockets of a link in the stack namespace and
+// makes sluice's fdbased endpoint over them.
+func (sb *Sandbox) packetOpener(stackNS int) EndpointOpener {
+	return func(l FDBasedLink) (OpenedLink, error) {
+		vnet := l.GSOMaxSize > 0 && !l.SoftwareGSOEnabled
+		var fds []int
+		err := netns.DoFD(stackNS, func() error {
+			var err error
+			fds, err = dataplane.OpenPacketSockets(dataplane.SocketOptions{
+				Interface:   l.Name,
+				VnetHdr:     vnet,
+				RcvBufBytes: socketBufBytes,
+				SndBufBytes: socketBufBytes,
+			}, l.NumChannels)
+			return err
+		})
+		if err != nil {
+			return OpenedLink{}, err
+		}
+		release := func() {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		}
+		ep, err := fdbased.NewEndpoint(fdbased.Options{
+			FDs:                  fds,
+			MTU:                  uint32(l.MTU),
+			EthernetHeader:       true,
+			Address:              tcpipLinkAddress(l.LinkAddress),
+			GSOMaxSize:           l.GSOMaxSize,
+			GVisorGSOEnabled:     l.SoftwareGSOEnabled,
+			PacketDispatchMode:   l.Dispatch,
+			TXChecksumOffload:    l.TXChecksumOffload,
+			RXChecksumOffload:    l.RXChecksumOffload,
+			GRO:                  l.GRO,
+			ProcessorsPerChannel: l.ProcessorsPerChannel,
+			Logger:               sb.log,
+		})
+		if err != nil {
+			release()
+			return OpenedLink{}, err
+		}
+		return OpenedLink{Endpoint: ep, Stats: ep.Stats, Modes: ep.Modes, Release: release}, nil
+	}
+}
+
+func (sb *Sandbox) push(f func()) { sb.undo = append(sb.undo, f) }
+
+// Pid returns the command's process ID.
+func (sb *Sandbox) Pid() int {
+	if sb.cmd == nil || sb.cmd.Process == nil {
+		return 0
+	}
+	return sb.cmd.Process.Pid
+}
+
+// Signal sends sig to the command.
+func (sb *Sandbox) Signal(sig os.Signal) error {
+	if sb.cmd == nil {
+		return errors.New("sandbox: no command")
+	}
+	select {
+	case <-sb.done:
+		return os.ErrProcessDone
+	default:
+	}
+	return sb.cmd.Process.Signal(sig)
+}
+
+// Done is closed when the command has exited.
+func (sb *Sandbox) Done() <-chan struct{} { return sb.done }
+
+// Wait waits for the command and returns its exit status as a shell reports
+// it: the exit code, or 128+N for death by signal N.
+func (sb *Sandbox) Wait() (int, error) {
+	<-sb.done
+	if sb.cmd == nil || sb.cmd.ProcessState == nil {
+		return 0, fmt.Errorf("sandbox: command did not run: %w", sb.werr)
+	}
+	ps := sb.cmd.ProcessState
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	if code := ps.ExitCode(); code >= 0 {
+		return code, nil
+	}
+	return 0, fmt.Errorf("sandbox: wait: %w", sb.werr)
+}
+
+// Stats returns the counters of the sandbox's links (none with --network
+// host or none). After Close it returns the counters at Close.
+func (sb *Sandbox) Stats() []LinkStats {
+	if sb.final != nil {
+		return sb.final
+	}
+	if sb.links == nil {
+		return []LinkStats{}
+	}
+	return sb.links.Stats()
+}
+
+// Args returns the plan the sandbox runs.
+func (sb *Sandbox) Args() Args { return sb.args }
+
+// Close tears the sandbox down: it kills the command if it still runs and
+// every process it left in its namespace, closes the uplink's flows and the
+// stack, and releases the sockets and namespaces. It is idempotent.
+func (sb *Sandbox) Close() error {
+	sb.closeOnce.Do(func() {
+		if sb.cmd != nil {
+			select {
+			case <-sb.done:
+			default:
+				_ = sb.cmd.Process.Kill()
+				<-sb.done
+			}
+		}
+		// Daemons the command started stay in its namespace after it
+		// exits and would keep the namespace alive.
+		if sb.childNS >= 0 {
+			killNamespaceProcesses(sb.childIno)
+		}
+		sb.final = sb.Stats()
+		if sb.uplink != nil {
+			sb.uplink.close()
+		}
+		if sb.stack != nil {
+			sb.stack.Close()
+			sb.stack.Wait()
+		}
+		if sb.uplink != nil {
+			sb.uplink.wait()
+		}
+		if sb.links != nil {
+			sb.links.Release()
+		}
+		for i := len(sb.undo) - 1; i >= 0; i-- {
+			sb.undo[i]()
+		}
+		sb.undo = nil
+	})
+	return nil
+}
+
+// Gateways returns the netstack's addresses, as the sandbox sees them.
+func (sb *Sandbox) Gateways() []netip.Addr { return sb.args.Uplink.Gateways }

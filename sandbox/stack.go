@@ -1,0 +1,289 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/loopback"
+	"gvisor.dev/gvisor/pkg/tcpip/link/qdisc/fifo"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/sluicenet/sluice/dataplane"
+)
+
+// TCP buffer sizes of the netstack, in bytes. The receive side starts at
+// gVisor's 1 MiB default and may grow to 8 MiB: the stack terminates every
+// TCP flow of the sandbox, and a window that cannot cover the bandwidth-delay
+// product of a fast uplink caps the flow (Linux's tcp_rmem maximum is 6 MiB).
+const (
+	tcpBufMin     = 4 << 10
+	tcpBufDefault = 1 << 20
+	tcpBufMax     = 8 << 20
+)
+
+// NewStack returns a gVisor stack with IPv4, IPv6, ARP, TCP, UDP and ICMP,
+// set up as the sandbox's gateway.
+func NewStack() (*stack.Stack, error) {
+	s := stack.New(stack.Options{
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocol,
+			// The zero DADConfigs switches duplicate address detection
+			// off: the gateway addresses are usable at once, and nothing
+			// else on a sandbox's private segment could own them.
+			ipv6.NewProtocolWithOptions(ipv6.Options{}),
+			arp.NewProtocol,
+		},
+		TransportProtocols: []stack.TransportProtocolFactory{
+			tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
+		},
+	})
+	opts := []tcpip.SettableTransportProtocolOption{
+		// SACK recovers several losses per round trip; Linux and the
+		// reference have it on.
+		ptr(tcpip.TCPSACKEnabled(true)),
+		// Receive-buffer auto-tuning, as Linux's tcp_moderate_rcvbuf: the
+		// window grows with the flow instead of staying at the default.
+		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax},
+		&tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax},
+		// CUBIC, Linux's default, instead of gVisor's Reno: the uplink
+		// side of a terminated flow behaves like the host's own TCP.
+		ptr(tcpip.CongestionControlOption("cubic")),
+	}
+	for _, o := range opts {
+		if tcpipErr := s.SetTransportProtocolOption(tcp.ProtocolNumber, o); tcpipErr != nil {
+			s.Close()
+			return nil, fmt.Errorf("sandbox: set TCP option %T: %s", o, tcpipErr)
+		}
+	}
+	return s, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// OpenedLink is the endpoint of an FDBasedLink and what to ask it and free
+// afterwards.
+type OpenedLink struct {
+	Endpoint stack.LinkEndpoint
+	// Stats and Modes report the endpoint's counters and dispatch modes;
+	// nil when unknown.
+	Stats func() dataplane.Stats
+	Modes func() []dataplane.Mode
+	// Release frees what the endpoint borrowed (its descriptors) once the
+	// stack is done with it.
+	Release func()
+}
+
+// EndpointOpener opens the link endpoint of one fd-based link. The sandbox's
+// opener binds packet sockets in the stack namespace and makes an fdbased
+// endpoint; tests can hand out in-memory endpoints.
+type EndpointOpener func(FDBasedLink) (OpenedLink, error)
+
+// LinkInfo names a NIC of the stack and its counters.
+type LinkInfo struct {
+	Name  string
+	NICID tcpip.NICID
+	link  OpenedLink
+}
+
+// Links are the NICs CreateLinksAndRoutes made.
+type Links struct {
+	// FDBased are the fd-based links, in Args order.
+	FDBased []LinkInfo
+	nics    map[string]tcpip.NICID
+}
+
+// NIC returns the NIC ID of the link called name, or 0.
+func (l *Links) NIC(name string) tcpip.NICID { return l.nics[name] }
+
+// Stats returns the counters of every fd-based link.
+func (l *Links) Stats() []LinkStats {
+	var out []LinkStats
+	for _, li := range l.FDBased {
+		ls := LinkStats{Name: li.Name}
+		if li.link.Stats != nil {
+			ls.Stats = li.link.Stats()
+		}
+		if li.link.Modes != nil {
+			for _, m := range li.link.Modes() {
+				ls.Modes = append(ls.Modes, m.String())
+			}
+		}
+		out = append(out, ls)
+	}
+	return out
+}
+
+// Release frees every link's descriptors. Call it after the stack has been
+// closed and waited for, which detaches and stops the endpoints.
+func (l *Links) Release() {
+	for _, li := range l.FDBased {
+		if li.link.Release != nil {
+			li.link.Release()
+		}
+	}
+}
+
+// CreateLinksAndRoutes creates the NICs of args in s, with their addresses,
+// routes and neighbours, over endpoints from open. On failure it releases
+// every endpoint it opened; NICs already created stay in s, which the
+// caller closes.
+func CreateLinksAndRoutes(s *stack.Stack, args *Args, open EndpointOpener) (_ *Links, err error) {
+	if len(args.XDPLinks) > 0 {
+		return nil, fmt.Errorf("sandbox: XDP links are %w", ErrNotImplemented)
+	}
+	links := &Links{nics: map[string]tcpip.NICID{}}
+	defer func() {
+		if err != nil {
+			links.Release()
+		}
+	}()
+	var routes []tcpip.Route
+	var nicID tcpip.NICID
+
+	// Loopback first, as the reference and Linux number them.
+	for _, l := range args.LoopbackLinks {
+		nicID++
+		links.nics[l.Name] = nicID
+		if err := createNIC(s, nicID, l.Name, loopback.New(), stack.NICOptions{Name: l.Name}, l.Addresses); err != nil {
+			return nil, err
+		}
+		rs, err := toRoutes(nicID, l.Routes)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: link %s: %w", l.Name, err)
+		}
+		routes = append(routes, rs...)
+	}
+
+	for _, l := range args.FDBasedLinks {
+		nicID++
+		links.nics[l.Name] = nicID
+		ol, err := open(l)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: open link %s: %w", l.Name, err)
+		}
+		links.FDBased = append(links.FDBased, LinkInfo{Name: l.Name, NICID: nicID, link: ol})
+		opts := stack.NICOptions{Name: l.Name}
+		if l.QDisc == QDiscFIFO {
+			// TODO(sandbox): sluice's own qdisc package, with
+			// backpressure, once it lands; gVisor's FIFO tail-drops
+			// (../shared/FIELD-NOTES.md). One queue per vCPU and 1000
+			// frames each, as the reference.
+			opts.QDisc = fifo.New(ol.Endpoint, runtime.GOMAXPROCS(0), 1000)
+		}
+		if err := createNIC(s, nicID, l.Name, ol.Endpoint, opts, l.Addresses); err != nil {
+			return nil, err
+		}
+		if l.Promiscuous {
+			if tcpipErr := s.SetPromiscuousMode(nicID, true); tcpipErr != nil {
+				return nil, fmt.Errorf("sandbox: link %s: promiscuous mode: %s", l.Name, tcpipErr)
+			}
+		}
+		if l.Spoofing {
+			if tcpipErr := s.SetSpoofing(nicID, true); tcpipErr != nil {
+				return nil, fmt.Errorf("sandbox: link %s: spoofing: %s", l.Name, tcpipErr)
+			}
+		}
+		for _, n := range l.Neighbors {
+			proto := protoOf(n.Addr)
+			if tcpipErr := s.AddStaticNeighbor(nicID, proto, tcpip.AddrFromSlice(n.Addr.AsSlice()), tcpip.LinkAddress(n.LinkAddress)); tcpipErr != nil {
+				return nil, fmt.Errorf("sandbox: link %s: neighbour %v: %s", l.Name, n.Addr, tcpipErr)
+			}
+		}
+		rs, err := toRoutes(nicID, l.Routes)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: link %s: %w", l.Name, err)
+		}
+		routes = append(routes, rs...)
+	}
+
+	for _, d := range []DefaultRoute{args.Defaultv4Gateway, args.Defaultv6Gateway} {
+		if d.Empty() {
+			continue
+		}
+		id, ok := links.nics[d.Name]
+		if !ok {
+			return nil, fmt.Errorf("sandbox: default route through unknown link %q", d.Name)
+		}
+		rs, err := toRoutes(id, []Route{d.Route})
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: default route: %w", err)
+		}
+		routes = append(routes, rs...)
+	}
+	s.SetRouteTable(routes)
+	return links, nil
+}
+
+func createNIC(s *stack.Stack, id tcpip.NICID, name string, ep stack.LinkEndpoint, opts stack.NICOptions, addrs []netip.Prefix) error {
+	if tcpipErr := s.CreateNICWithOptions(id, ep, opts); tcpipErr != nil {
+		return fmt.Errorf("sandbox: create NIC %d (%s): %s", id, name, tcpipErr)
+	}
+	for _, a := range addrs {
+		pa := tcpip.ProtocolAddress{
+			Protocol: protoOf(a.Addr()),
+			AddressWithPrefix: tcpip.AddressWithPrefix{
+				Address:   tcpip.AddrFromSlice(a.Addr().AsSlice()),
+				PrefixLen: a.Bits(),
+			},
+		}
+		if tcpipErr := s.AddProtocolAddress(id, pa, stack.AddressProperties{}); tcpipErr != nil {
+			return fmt.Errorf("sandbox: NIC %s: add address %v: %s", name, a, tcpipErr)
+		}
+	}
+	return nil
+}
+
+func toRoutes(nic tcpip.NICID, rs []Route) ([]tcpip.Route, error) {
+	var out []tcpip.Route
+	for _, r := range rs {
+		if !r.Destination.IsValid() {
+			return nil, errors.New("route without a destination")
+		}
+		d := r.Destination.Masked()
+		sub, err := tcpip.NewSubnet(tcpip.AddrFromSlice(d.Addr().AsSlice()), tcpip.MaskFromBytes(prefixMask(d)))
+		if err != nil {
+			return nil, fmt.Errorf("route %v: %w", r.Destination, err)
+		}
+		tr := tcpip.Route{Destination: sub, NIC: nic}
+		if r.Gateway.IsValid() {
+			tr.Gateway = tcpip.AddrFromSlice(r.Gateway.AsSlice())
+		}
+		out = append(out, tr)
+	}
+	return out, nil
+}
+
+// prefixMask returns the netmask bytes of p.
+func prefixMask(p netip.Prefix) []byte {
+	m := make([]byte, p.Addr().BitLen()/8)
+	for i := 0; i < p.Bits(); i++ {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return m
+}
+
+func protoOf(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is4() {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
+}
+
+// toAddr converts a gVisor address to netip.
+func toAddr(a tcpip.Address) netip.Addr {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return ip
+}
+
+func tcpipLinkAddress(mac net.HardwareAddr) tcpip.LinkAddress { return tcpip.LinkAddress(string(mac)) }

@@ -1,0 +1,338 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/sluicenet/sluice/internal/netns"
+)
+
+// Uplink limits and timeouts.
+const (
+	// tcpMaxInFlight bounds the connections the TCP forwarder holds in
+	// the middle of their handshake (dialing the real destination); more
+	// SYNs are dropped and retried by the sandbox, as a full backlog does.
+	tcpMaxInFlight = 1024
+	// dialTimeout bounds connecting to the real destination. The sandbox's
+	// own connect keeps retransmitting its SYN meanwhile; past this the
+	// flow is reset.
+	dialTimeout = 30 * time.Second
+	// udpIdleTimeout ends a UDP flow after this long without a datagram
+	// either way, between Linux conntrack's 30 s (unreplied) and 120 s
+	// (stream) UDP timeouts.
+	udpIdleTimeout = 60 * time.Second
+	// spliceBufSize is the copy buffer of each direction of a TCP flow:
+	// large enough that one read drains what a 64 KiB GSO segment or a
+	// few of them delivered, so the byte path costs few system calls.
+	spliceBufSize = 256 << 10
+	// maxPingsInFlight bounds concurrent forwarded echo requests (one host
+	// socket and goroutine each).
+	maxPingsInFlight = 64
+	// pingTimeout is how long a forwarded echo request waits for its reply.
+	pingTimeout = 5 * time.Second
+)
+
+// uplink terminates the sandbox's flows in the netstack and re-originates
+// each from a host socket in the uplink namespace.
+type uplink struct {
+	s        *stack.Stack
+	nic      tcpip.NICID // the sandbox link, where echo replies go out
+	nsFD     int         // uplink namespace, or -1 for sluice's own; borrowed
+	nat      map[netip.Addr]netip.Addr
+	gateways map[netip.Addr]bool
+	subnets  []netip.Prefix
+	log      *slog.Logger
+
+	ctx    context.Context // cancelled by close: stops dials in progress
+	cancel context.CancelFunc
+	pings  chan struct{} // semaphore of maxPingsInFlight
+	flows  sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[io.Closer]struct{} // host sockets of live flows; guarded by mu
+}
+
+// newUplink installs the TCP, UDP and ICMP handlers of a on s.
+func newUplink(s *stack.Stack, nic tcpip.NICID, a Args, nsFD int, log *slog.Logger) *uplink {
+	u := &uplink{
+		s:        s,
+		nic:      nic,
+		nsFD:     nsFD,
+		nat:      map[netip.Addr]netip.Addr{},
+		gateways: map[netip.Addr]bool{},
+		subnets:  a.Uplink.Subnets,
+		log:      log,
+		pings:    make(chan struct{}, maxPingsInFlight),
+		conns:    map[io.Closer]struct{}{},
+	}
+	u.ctx, u.cancel = context.WithCancel(context.Background())
+	for _, r := range a.NAT {
+		u.nat[r.Dst] = r.To
+	}
+	for _, g := range a.Uplink.Gateways {
+		u.gateways[g] = true
+	}
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tcp.NewForwarder(s, 0, tcpMaxInFlight, u.handleTCP).HandlePacket)
+	s.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(s, u.handleUDP).HandlePacket)
+	s.SetTransportProtocolHandler(icmp.ProtocolNumber4, u.handleICMPv4)
+	s.SetTransportProtocolHandler(icmp.ProtocolNumber6, u.handleICMPv6)
+	return u
+}
+
+// close stops new dials and closes every host socket; the netstack side of
+// each flow ends when the stack closes.
+func (u *uplink) close() {
+	u.cancel()
+	u.mu.Lock()
+	for c := range u.conns {
+		c.Close()
+	}
+	u.mu.Unlock()
+}
+
+// wait returns when every flow goroutine has ended.
+func (u *uplink) wait() { u.flows.Wait() }
+
+func (u *uplink) track(c io.Closer) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.ctx.Err() != nil {
+		return false
+	}
+	u.conns[c] = struct{}{}
+	return true
+}
+
+func (u *uplink) untrack(c io.Closer) {
+	u.mu.Lock()
+	delete(u.conns, c)
+	u.mu.Unlock()
+}
+
+// target returns where a flow to dst is re-originated, or false if it is
+// refused: the gateway itself (unless NAT maps it to the uplink's
+// loopback), other addresses of the sandbox's subnets, and addresses that
+// never leave a host.
+func (u *uplink) target(dst netip.Addr) (netip.Addr, bool) {
+	if to, ok := u.nat[dst]; ok {
+		return to, true
+	}
+	if u.gateways[dst] {
+		return netip.Addr{}, false
+	}
+	for _, p := range u.subnets {
+		if p.Contains(dst) {
+			return netip.Addr{}, false
+		}
+	}
+	if dst.IsLoopback() || dst.IsMulticast() || dst.IsUnspecified() || dst.IsLinkLocalUnicast() ||
+		dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return netip.Addr{}, false
+	}
+	return dst, true
+}
+
+// inNS runs fn on a thread in the uplink namespace, so that the sockets it
+// creates belong there (and keep it) wherever they are used afterwards.
+func (u *uplink) inNS(fn func() error) error {
+	if u.nsFD < 0 {
+		return fn()
+	}
+	return netns.DoFD(u.nsFD, fn)
+}
+
+func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
+	id := r.ID()
+	dst, ok := u.target(toAddr(id.LocalAddress))
+	if !ok {
+		r.Complete(true) // refused: RST the SYN
+		return
+	}
+	ctx, cancel := context.WithTimeout(u.ctx, dialTimeout)
+	defer cancel()
+	var host net.Conn
+	err := u.inNS(func() error {
+		var d net.Dialer
+		var err error
+		host, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(dst, id.LocalPort).String())
+		return err
+	})
+	if err != nil {
+		u.log.Debug("uplink: TCP dial failed; resetting the sandbox's SYN", "dst", dst, "port", id.LocalPort, "err", err)
+		r.Complete(true)
+		return
+	}
+	var wq waiter.Queue
+	ep, tcpipErr := r.CreateEndpoint(&wq)
+	if tcpipErr != nil {
+		// The sandbox gave up (or the stack is closing) while we
+		// dialed.
+		u.log.Debug("uplink: TCP handshake with the sandbox failed", "dst", dst, "port", id.LocalPort, "err", tcpipErr.String())
+		r.Complete(true)
+		host.Close()
+		return
+	}
+	r.Complete(false)
+	if !u.track(host) {
+		ep.Abort()
+		host.Close()
+		return
+	}
+	u.flows.Add(1)
+	go func() {
+		defer u.flows.Done()
+		defer u.untrack(host)
+		splice(gonet.NewTCPConn(&wq, ep), ep, host.(*net.TCPConn))
+	}()
+}
+
+// splice copies both ways between the sandbox's connection (sb, over the
+// netstack endpoint ep) and the host socket until both directions have
+// ended. A direction that ends cleanly passes the half-close on (FIN); one
+// that fails resets both connections, as a kernel forwarding the flow would
+// see the RST.
+func splice(sb *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn) {
+	errc := make(chan error, 2)
+	go func() {
+		err := copyStream(host, sb)
+		if err == nil {
+			err = host.CloseWrite()
+		}
+		errc <- err
+	}()
+	go func() {
+		err := copyStream(sb, host)
+		if err == nil {
+			err = sb.CloseWrite()
+		}
+		errc <- err
+	}()
+	failed := false
+	for range 2 {
+		if err := <-errc; err != nil && !failed {
+			failed = true
+			// Unblock the other direction and pass the reset on.
+			_ = host.SetLinger(0)
+			host.Close()
+			ep.Abort()
+		}
+	}
+	sb.Close()
+	host.Close()
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, spliceBufSize); return &b }}
+
+// copyStream copies src to dst until EOF (nil) or an error. It is io.Copy
+// without the ReaderFrom/WriterTo shortcuts, which would pick their own
+// 32 KiB buffers.
+func copyStream(dst io.Writer, src io.Reader) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (u *uplink) handleUDP(r *udp.ForwarderRequest) bool {
+	id := r.ID()
+	dst, ok := u.target(toAddr(id.LocalAddress))
+	if !ok {
+		return false // the stack answers with ICMP port unreachable
+	}
+	var host net.Conn
+	err := u.inNS(func() error {
+		var err error
+		host, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, id.LocalPort)))
+		return err
+	})
+	if err != nil {
+		u.log.Debug("uplink: UDP socket failed", "dst", dst, "port", id.LocalPort, "err", err)
+		return false
+	}
+	var wq waiter.Queue
+	ep, tcpipErr := r.CreateEndpoint(&wq)
+	if tcpipErr != nil {
+		u.log.Debug("uplink: UDP endpoint failed", "dst", dst, "port", id.LocalPort, "err", tcpipErr.String())
+		host.Close()
+		return true
+	}
+	sb := gonet.NewUDPConn(&wq, ep)
+	if !u.track(host) {
+		sb.Close()
+		host.Close()
+		return true
+	}
+	u.flows.Add(1)
+	go func() {
+		defer u.flows.Done()
+		defer u.untrack(host)
+		relayUDP(sb, host, udpIdleTimeout)
+	}()
+	return true
+}
+
+// relayUDP moves datagrams both ways until neither side has sent one for
+// idle, or either side fails.
+func relayUDP(sb, host net.Conn, idle time.Duration) {
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			sb.Close()
+			host.Close()
+		})
+	}
+	pump := func(dst, src net.Conn) {
+		defer stop()
+		buf := make([]byte, 64<<10)
+		for {
+			_ = src.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
+			n, err := src.Read(buf)
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < idle {
+					continue // the other direction was active
+				}
+				return
+			}
+			last.Store(time.Now().UnixNano())
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); pump(host, sb) }()
+	go func() { defer wg.Done(); pump(sb, host) }()
+	wg.Wait()
+}
