@@ -9,7 +9,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -524,6 +527,56 @@ func TestMMapNotSupported(t *testing.T) {
 	}
 }
 
+// TestMMapLinkFanout runs the dispatcher the way a Link does: two sockets
+// in one PACKET_FANOUT group (joined before the rings exist, as
+// OpenPacketSockets does), each with its own V3 ring, and the Link counting
+// what is delivered.
+func TestMMapLinkFanout(t *testing.T) {
+	veth := testenv.NewVeth(t)
+	fds, err := OpenPacketSockets(SocketOptions{NetNS: veth.NSA, Interface: veth.A, Protocol: mmapTestEtherType}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := newMMapCollector()
+	l, err := New(LinkOptions{FDs: fds, Mode: PacketMMap, EthernetHeader: true}, DelivererFunc(col.deliver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		l.Close()
+		l.Wait()
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	for i := range fds {
+		if m := l.Mode(i); m != PacketMMap {
+			t.Fatalf("channel %d uses %v, want mmap", i, m)
+		}
+	}
+	l.Start()
+	const total = 100
+	snd := newMMapSender(t, veth.NSB, veth.B, false)
+	want := map[uint32][]byte{}
+	size := 0
+	for i := range total {
+		f := testFrame(60+i, uint32(i))
+		want[uint32(i)] = f
+		size += len(f)
+		snd.send(t, VnetHdr{}, f)
+	}
+	for _, g := range col.await(t, total) {
+		seq := binary.BigEndian.Uint32(g.data[14:])
+		if !bytes.Equal(g.data, want[seq]) {
+			t.Errorf("frame %d differs or is repeated", seq)
+		}
+		delete(want, seq)
+	}
+	if s := l.Stats(); s.RxPackets != total || s.RxBytes != uint64(size) || s.RxErrors != 0 {
+		t.Errorf("stats %+v, want %d packets, %d bytes, no errors", s, total, size)
+	}
+}
+
 // mmapFakeDispatcher returns a dispatcher over ring, a slice standing in for
 // the kernel's mapping, without a socket: enough to drive readBlock and
 // readSlots. fd -1 makes the PACKET_STATISTICS read after TP_STATUS_LOSING
@@ -677,4 +730,331 @@ func mmapProcessCPU() time.Duration {
 	var ru unix.Rusage
 	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// mmapBenchRings are the rings BenchmarkMMapRing compares, all of the
+// default 4 MiB (32 blocks of 128 KiB): V2 with slots for MTU-sized frames
+// (which cannot hold a GSO super-frame), V2 with slots for the default
+// MaxFrameSize (65664, so one slot per block), and V3. recvmmsg (batch 8,
+// the default buffer shape) is there for scale: no ring at all.
+var mmapBenchRings = []struct {
+	name     string
+	version  int // -1: the recvmmsg dispatcher
+	maxFrame int
+}{
+	{"version=v2/slot=2k", tpacketV2, 1514},
+	{"version=v2/slot=64k", tpacketV2, 65664},
+	{"version=v3/block=128k", tpacketV3, 65664},
+	{"mode=recvmmsg", -1, 65664},
+}
+
+// mmapBenchTraffic is what the sender in NSB writes in one iteration.
+var mmapBenchTraffic = []struct {
+	name   string
+	count  int  // frames per iteration
+	gso    bool // 65000-byte TCPv4 super-frames instead of 64-byte frames
+	window int  // most frames in flight (sent, not yet read); 0: no limit
+}{
+	// As fast as the sender can: shows the rate a ring sustains and how
+	// it absorbs bursts.
+	{"traffic=udp64", 200_000, false, 0},
+	// Super-frames with at most 16 in flight, as a TCP sender's window
+	// would keep them: shows whether, and how fast, a ring delivers
+	// them whole.
+	{"traffic=gso64k", 4_000, true, 16},
+}
+
+// BenchmarkMMapRing measures frames delivered per second, drops, and CPU per
+// delivered frame for each ring, on a veth pair between two namespaces. One
+// iteration is one bounded burst: the sender writes count frames with
+// sendmmsg (64 per call) as fast as it can, the reader drains the ring until
+// it has been idle for 50 ms.
+//
+//	go test ./dataplane -run '^$' -bench 'BenchmarkMMapRing$' -benchtime 5x -count 3
+//
+// Metrics: rx-pkts/s (delivered frames over the time from the first send to
+// the last delivery), drop-ratio (frames not delivered: ring overflow or,
+// for super-frames, truncation), reader-ns/pkt (CPU time, user + system, of
+// the reader's thread per delivered frame), proc-ns/pkt (CPU time of the
+// whole process, sender included, per delivered frame), rx-Gbit/s.
+func BenchmarkMMapRing(b *testing.B) {
+	for _, tr := range mmapBenchTraffic {
+		for _, r := range mmapBenchRings {
+			b.Run(tr.name+"/"+r.name, func(b *testing.B) {
+				benchmarkMMapRing(b, r.version, r.maxFrame, tr.count, tr.gso, tr.window)
+			})
+		}
+	}
+}
+
+func benchmarkMMapRing(b *testing.B, version, maxFrame, count int, gso bool, window int) {
+	b.ReportAllocs()
+	veth := testenv.NewVeth(b)
+	proto := uint16(mmapTestEtherType)
+	if gso {
+		proto = mmapTestEthPIP
+	}
+	fd := mmapOpenSocket(b, veth.NSA, veth.A, proto, gso)
+	var delivered, bytes atomic.Uint64
+	var lastDelivery atomic.Int64
+	progress := make(chan struct{}, 1)
+	ch := mmapTestChannel(b, fd, LinkOptions{EthernetHeader: true, VnetHdr: gso, MaxFrameSize: maxFrame}, func(frames []Frame) {
+		n := 0
+		for i := range frames {
+			n += frames[i].Len
+		}
+		delivered.Add(uint64(len(frames)))
+		bytes.Add(uint64(n))
+		lastDelivery.Store(time.Now().UnixNano())
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
+	})
+	var d dispatcher
+	if version < 0 {
+		d = newRecvMMsgDispatcher(ch, false)
+	} else {
+		md, err := newMMapDispatcherConfig(ch, mmapConfig{version: version, retireTOVms: mmapRetireTOVms})
+		if err != nil {
+			b.Fatal(err)
+		}
+		d = md
+	}
+	b.Cleanup(d.release)
+
+	// The sender: one socket in NSB, a batch of 64 prepared messages all
+	// pointing at the same frame (the receiver counts, it does not look).
+	snd := newMMapSender(b, veth.NSB, veth.B, gso)
+	var frame []byte
+	if gso {
+		vh, f := mmapTCP4GSOFrame(65000, 1)
+		frame = make([]byte, VnetHdrLen+len(f))
+		vh.Encode(frame)
+		copy(frame[VnetHdrLen:], f)
+	} else {
+		frame = testFrame(64, 1)
+	}
+	const sendBatch = 64
+	iov := rawfile.IovecFromBytes(frame)
+	msgs := make([]unix.Mmsghdr, sendBatch)
+	for i := range msgs {
+		msgs[i].Hdr.Iov = &iov
+		msgs[i].Hdr.SetIovlen(1)
+	}
+
+	var rxPkts, readerCPU, procCPU, elapsed, dropped, rxBytes float64
+	for b.Loop() {
+		stop, err := rawfile.NewStopFD()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ch.stopFD = stop
+		delivered.Store(0)
+		bytes.Store(0)
+		type result struct {
+			cpu time.Duration
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			// The reader owns its thread, so the thread's CPU time is
+			// the reader's.
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			c0 := mmapThreadCPU()
+			var err error
+			for err == nil {
+				err = d.dispatch()
+			}
+			done <- result{mmapThreadCPU() - c0, err}
+		}()
+
+		p0, t0 := mmapProcessCPU(), time.Now()
+		lastDelivery.Store(t0.UnixNano())
+		sendDeadline := t0.Add(30 * time.Second)
+		errs0 := ch.counters.RxErrors.Load()
+		lost := 0 // frames of the window given up on: dropped by the kernel
+		var stalled time.Time
+		for sent := 0; sent < count && time.Now().Before(sendDeadline); {
+			k := min(sendBatch, count-sent)
+			if window > 0 {
+				// Frames cut short by the ring count as done.
+				done := int(delivered.Load()) + int(ch.counters.RxErrors.Load()-errs0) + lost
+				if sent-done >= window {
+					if stalled.IsZero() {
+						stalled = time.Now()
+					}
+					select {
+					case <-progress:
+					case <-time.After(time.Millisecond):
+					}
+					if time.Since(stalled) > 20*time.Millisecond {
+						// Nothing came back: what is in
+						// flight was dropped.
+						lost += sent - done
+						stalled = time.Time{}
+					}
+					continue
+				}
+				stalled = time.Time{}
+				k = min(k, window-(sent-done))
+			}
+			n, e := rawfile.SendMMsg(snd.fd, msgs[:k], 0)
+			switch {
+			case e == unix.EAGAIN || e == unix.ENOBUFS || e == unix.EINTR:
+				rawfile.Wait(snd.fd, unix.POLLOUT, stop, 10)
+			case e != 0:
+				b.Fatalf("sendmmsg: %v", e)
+			}
+			sent += n
+		}
+		// Drain: until nothing has arrived for 50 ms (a V3 block is
+		// retired after mmapRetireTOVms), at most 10 s.
+		for last, idle, i := uint64(0), 0, 0; idle < 50 && i < 10_000; i++ {
+			time.Sleep(time.Millisecond)
+			if n := delivered.Load(); n == uint64(count) {
+				break
+			} else if n == last {
+				idle++
+			} else {
+				last, idle = n, 0
+			}
+		}
+		p1 := mmapProcessCPU()
+		if err := rawfile.Stop(stop); err != nil {
+			b.Fatal(err)
+		}
+		var res result
+		select {
+		case res = <-done:
+		case <-time.After(mmapTestStopBound):
+			b.Fatal("reader did not stop")
+		}
+		unix.Close(stop)
+		if !errors.Is(res.err, ErrClosed) {
+			b.Fatalf("dispatch: %v", res.err)
+		}
+		n := float64(delivered.Load())
+		if n == 0 {
+			b.Logf("nothing delivered (RxErrors %d)", ch.counters.RxErrors.Load())
+		} else {
+			rxPkts += n
+			rxBytes += float64(bytes.Load())
+			elapsed += time.Duration(lastDelivery.Load() - t0.UnixNano()).Seconds()
+			readerCPU += float64(res.cpu.Nanoseconds()) / n
+			procCPU += float64((p1 - p0).Nanoseconds()) / n
+		}
+		dropped += float64(count) - n
+	}
+	iters := float64(b.N)
+	if elapsed > 0 {
+		b.ReportMetric(rxPkts/elapsed, "rx-pkts/s")
+		b.ReportMetric(rxBytes*8/elapsed/1e9, "rx-Gbit/s")
+	}
+	b.ReportMetric(dropped/(iters*float64(count)), "drop-ratio")
+	b.ReportMetric(readerCPU/iters, "reader-ns/pkt")
+	b.ReportMetric(procCPU/iters, "proc-ns/pkt")
+}
+
+// BenchmarkMMapRingRTT measures the round trip of a request/response
+// exchange through a ring: a client in NSB writes a 64-byte frame and waits
+// for the answer; the dispatcher in NSA reads the request from its ring and
+// answers from its deliver function through a plain AF_PACKET socket. With
+// V3 a lone frame stays in the block the kernel is filling until that block
+// is retired, so the round trip is bounded below by tp_retire_blk_tov (and
+// the kernel timer's granularity); V2 hands over every frame at once.
+//
+//	go test ./dataplane -run '^$' -bench 'BenchmarkMMapRingRTT' -benchtime 300x -count 1
+//
+// Metrics: ns/op is the mean round trip; p50-us and p99-us its percentiles.
+func BenchmarkMMapRingRTT(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		version int
+		tov     int
+	}{
+		{"version=v2", tpacketV2, 0},
+		{"version=v3/tov=1ms", tpacketV3, 1},
+		{"version=v3/tov=2ms", tpacketV3, 2},
+		{"version=v3/tov=4ms", tpacketV3, 4},
+		{"version=v3/tov=default", tpacketV3, 0},
+		{"mode=recvmmsg", -1, 0},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchmarkMMapRingRTT(b, c.version, c.tov) })
+	}
+}
+
+func benchmarkMMapRingRTT(b *testing.B, version, tov int) {
+	b.ReportAllocs()
+	veth := testenv.NewVeth(b)
+	fd := mmapOpenSocket(b, veth.NSA, veth.A, mmapTestEtherType, false)
+	reply := newMMapSender(b, veth.NSA, veth.A, false)
+	var replyErr atomic.Value
+	ch := mmapTestChannel(b, fd, LinkOptions{EthernetHeader: true}, func(frames []Frame) {
+		for i := range frames {
+			f := frames[i].Data[0].Data
+			binary.BigEndian.PutUint16(f[12:], mmapTestReplyType)
+			if _, err := unix.Write(reply.fd, f); err != nil {
+				replyErr.Store(err)
+			}
+		}
+	})
+	var d dispatcher
+	if version < 0 {
+		d = newRecvMMsgDispatcher(ch, false)
+	} else {
+		md, err := newMMapDispatcherConfig(ch, mmapConfig{version: version, retireTOVms: tov})
+		if err != nil {
+			b.Fatal(err)
+		}
+		d = md
+	}
+	mmapRun(b, ch, d)
+
+	// The client: blocking, receives only replies, gives up after 2 s.
+	var cfd int
+	testenv.Do(b, veth.NSB, func() error {
+		ifi, err := net.InterfaceByName(veth.B)
+		if err != nil {
+			return err
+		}
+		cfd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(mmapTestReplyType)))
+		if err != nil {
+			return os.NewSyscallError("socket", err)
+		}
+		if err := unix.SetsockoptTimeval(cfd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2}); err != nil {
+			return err
+		}
+		return unix.Bind(cfd, &unix.SockaddrLinklayer{Protocol: htons(mmapTestReplyType), Ifindex: ifi.Index})
+	})
+	b.Cleanup(func() { unix.Close(cfd) })
+
+	req, buf := testFrame(64, 0), make([]byte, 128)
+	var rtts []time.Duration
+	seq := uint32(0)
+	for b.Loop() {
+		seq++
+		binary.BigEndian.PutUint32(req[14:], seq)
+		t0 := time.Now()
+		if _, err := unix.Write(cfd, req); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			n, err := unix.Read(cfd, buf)
+			if err == unix.EINTR { // the Go runtime's preemption signal
+				continue
+			}
+			if err != nil {
+				b.Fatalf("waiting for reply %d: %v (reflector: %v)", seq, err, replyErr.Load())
+			}
+			if n >= 18 && binary.BigEndian.Uint32(buf[14:]) == seq {
+				break
+			}
+		}
+		rtts = append(rtts, time.Since(t0))
+	}
+	slices.Sort(rtts)
+	b.ReportMetric(float64(rtts[len(rtts)/2].Microseconds()), "p50-us")
+	b.ReportMetric(float64(rtts[len(rtts)*99/100].Microseconds()), "p99-us")
 }
