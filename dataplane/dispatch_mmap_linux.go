@@ -353,7 +353,9 @@ func (d *mmapDispatcher) readBlock() int {
 
 // readSlots reads up to batch ready V2 slots from next, giving each back as
 // soon as its frame is copied out, then delivers the frames. It returns the
-// number of slots read.
+// number of slots read. (TP_STATUS_COPY, a frame cut to its slot with a full
+// copy queued to the socket, needs PACKET_COPY_THRESH, which nothing sets: a
+// cut frame is counted as truncated.)
 func (d *mmapDispatcher) readSlots() int {
 	n := 0
 	for n < d.batch {

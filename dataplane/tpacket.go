@@ -26,12 +26,9 @@ const (
 
 // tp_status and block_status bits (TP_STATUS_* in if_packet.h).
 const (
-	tpStatusKernel       = 0      // the kernel owns the slot or block
-	tpStatusUser         = 1 << 0 // filled: ours until we store tpStatusKernel
-	tpStatusCopy         = 1 << 1 // V1/V2: cut to the slot, full copy queued to the socket (only with PACKET_COPY_THRESH)
-	tpStatusLosing       = 1 << 2 // the kernel dropped frames since the last PACKET_STATISTICS read
-	tpStatusCsumNotReady = 1 << 3 // checksum is partial (CHECKSUM_PARTIAL)
-	tpStatusBlkTmo       = 1 << 5 // V3 block: retired by tp_retire_blk_tov, not because it was full
+	tpStatusKernel = 0      // the kernel owns the slot or block
+	tpStatusUser   = 1 << 0 // filled: ours until we store tpStatusKernel
+	tpStatusLosing = 1 << 2 // the kernel dropped frames since the last PACKET_STATISTICS read
 )
 
 // Header sizes and offsets. V1's tp_status is an unsigned long, so its layout
