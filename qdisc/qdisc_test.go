@@ -28,9 +28,26 @@ type recorder struct {
 	mu      sync.Mutex
 	written []item
 	batches []int
-	gate    chan struct{} // nil: never wait
-	entered chan struct{} // receives once per batch when not nil
-	failN   func(n int) int
+	gate     chan struct{} // nil: never wait
+	gateOnce sync.Once
+	entered  chan struct{} // receives once per batch when not nil
+	failN    func(n int) int
+}
+
+// open lets every WriteBatch through, now and later.
+func (r *recorder) open() { r.gateOnce.Do(func() { close(r.gate) }) }
+
+// gated returns a recorder whose WriteBatch blocks until open, and makes
+// sure the test's end opens it and closes q, so that a failing test does
+// not hang on a stuck drainer.
+func gated(t *testing.T, o Options[item]) (*recorder, *Qdisc[item]) {
+	r := &recorder{gate: make(chan struct{}), entered: make(chan struct{}, 100)}
+	q := mustNew(t, r, o)
+	t.Cleanup(func() {
+		r.open()
+		q.Close()
+	})
+	return r, q
 }
 
 func (r *recorder) WriteBatch(items []item) (int, error) {
@@ -86,6 +103,7 @@ func mustNew(t testing.TB, w BatchWriter[item], o Options[item]) *Qdisc[item] {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(q.Close) // idempotent; stops the drainers of a failed test
 	return q
 }
 
@@ -155,9 +173,7 @@ func TestFIFOOrderAndBatches(t *testing.T) {
 // room instead of dropping (the FIELD-NOTES tail-drop collapse).
 func TestBackpressure(t *testing.T) {
 	noLeak(t)
-	r := &recorder{gate: make(chan struct{}), entered: make(chan struct{}, 100)}
-	q := mustNew(t, r, Options[item]{Kind: FIFO, QueueLen: 4, BatchSize: 1, MaxWait: time.Hour})
-	defer q.Close()
+	r, q := gated(t, Options[item]{Kind: FIFO, QueueLen: 4, BatchSize: 1, MaxWait: time.Hour})
 	// The first item is taken by the drainer, which blocks in WriteBatch;
 	// four more fill the queue.
 	if err := q.Enqueue(0, item{seq: 0}); err != nil {
@@ -177,7 +193,7 @@ func TestBackpressure(t *testing.T) {
 		t.Fatalf("Enqueue on a full queue returned %v while the writer was stuck", err)
 	default:
 	}
-	close(r.gate) // the writer proceeds
+	r.open() // the writer proceeds
 	if err := <-done; err != nil {
 		t.Fatalf("Enqueue after room appeared: %v", err)
 	}
@@ -196,8 +212,7 @@ func TestDropAfterMaxWait(t *testing.T) {
 	for _, wait := range []time.Duration{time.Millisecond, -1} {
 		t.Run(fmt.Sprintf("maxwait=%v", wait), func(t *testing.T) {
 			noLeak(t)
-			r := &recorder{gate: make(chan struct{}), entered: make(chan struct{}, 100)}
-			q := mustNew(t, r, Options[item]{Kind: FIFO, QueueLen: 2, BatchSize: 1, MaxWait: wait})
+			r, q := gated(t, Options[item]{Kind: FIFO, QueueLen: 2, BatchSize: 1, MaxWait: wait})
 			var rel [4]atomic.Int32
 			if err := q.Enqueue(0, item{seq: 0, released: &rel[0]}); err != nil {
 				t.Fatal(err)
@@ -219,7 +234,7 @@ func TestDropAfterMaxWait(t *testing.T) {
 			if s.Dropped != 1 || s.Waited != wantWaited {
 				t.Errorf("stats %+v", s)
 			}
-			close(r.gate)
+			r.open()
 			q.Close()
 			if rel[3].Load() != 0 {
 				t.Error("the qdisc released an item it refused: the caller still owns it")
@@ -239,8 +254,7 @@ func TestDropAfterMaxWait(t *testing.T) {
 // progress, and stops the drainers.
 func TestCloseReleasesQueued(t *testing.T) {
 	noLeak(t)
-	r := &recorder{gate: make(chan struct{}), entered: make(chan struct{}, 100)}
-	q := mustNew(t, r, Options[item]{Kind: FIFO, QueueLen: 3, BatchSize: 1, MaxWait: time.Hour})
+	r, q := gated(t, Options[item]{Kind: FIFO, QueueLen: 3, BatchSize: 1, MaxWait: time.Hour})
 	var rel [5]atomic.Int32
 	for i := 0; i < 4; i++ {
 		if err := q.Enqueue(0, item{seq: i, released: &rel[i]}); err != nil {
@@ -263,7 +277,7 @@ func TestCloseReleasesQueued(t *testing.T) {
 		t.Fatal("Close returned while a WriteBatch was in progress")
 	default:
 	}
-	close(r.gate)
+	r.open()
 	<-closed
 	if err := q.Enqueue(0, item{}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Enqueue after Close: %v", err)
