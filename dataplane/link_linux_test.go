@@ -430,9 +430,18 @@ func TestProcessorQueueFullDrops(t *testing.T) {
 		c.Deliver(frames)
 	})
 	l := mustLink(t, LinkOptions{FDs: []int{a}, Mode: RecvMMsg, EthernetHeader: true, ProcessorsPerChannel: 2, Allocator: alloc}, d)
+	t.Cleanup(func() { // runs before mustLink's Close+Wait
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
 	l.Start()
-	// One flow: every frame goes to the blocked processor.
-	sent := processorQueueLimit + 500
+	// One flow: every frame goes to the blocked processor. It may have
+	// taken up to a full queue before blocking, and a full queue more
+	// waits behind it: anything beyond is dropped.
+	sent := 2*processorQueueLimit + 500
 	for i := range sent {
 		writeAll(t, b, udpFrame(0, uint32(i), 10))
 	}
