@@ -288,8 +288,11 @@ func TestCloseUnblocksReaders(t *testing.T) {
 		}
 		l.Start()
 		l.Start() // idempotent
-		if n := runtime.NumGoroutine() - base; n < 3*5 {
-			t.Errorf("%d goroutines started, want at least 15 (3 readers, 12 processors)", n)
+		l.mu.Lock()
+		live := l.live
+		l.mu.Unlock()
+		if live != 3*5 {
+			t.Errorf("%d goroutines running, want 15 (3 readers, 12 processors)", live)
 		}
 		// Let the readers reach poll.
 		time.Sleep(20 * time.Millisecond)
