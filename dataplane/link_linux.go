@@ -311,6 +311,9 @@ func (l *Link) read(c *channel) {
 		}
 		if !errors.Is(err, ErrClosed) {
 			l.opts.Logger.Error("dataplane: reader stopped", "channel", c.rx.index, "fd", c.rx.fd, "mode", c.mode.String(), "err", err.Error())
+			if l.opts.Closed != nil {
+				l.opts.Closed(err)
+			}
 		}
 		return
 	}
