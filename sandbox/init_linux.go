@@ -5,7 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"runtime"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // RunInit is the child's side of Start, run by the hidden `sluice
@@ -17,6 +22,7 @@ func RunInit(args []string) error {
 	if len(args) < 2 {
 		return fmt.Errorf("sandbox: init: want PATH ARGV0 [ARGS...], got %q", args)
 	}
+	ppid := os.Getppid()
 	sync := os.NewFile(3, "sandbox-go-ahead")
 	if sync == nil {
 		return errors.New("sandbox: init: no go-ahead pipe on descriptor 3")
@@ -30,8 +36,56 @@ func RunInit(args []string) error {
 		}
 		return ErrSetupFailed
 	}
+	// The parent-death signal is a property of the thread, not the
+	// process: Start's fork set it on the init's first thread, threads
+	// the Go runtime cloned since start without it (copy_process), and
+	// execve hands the new program the calling thread's. So set it again
+	// on the thread that execs, and make sure sluice did not die before.
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		return fmt.Errorf("sandbox: init: prctl PR_SET_PDEATHSIG: %w", err)
+	}
+	if os.Getppid() != ppid {
+		return ErrSetupFailed
+	}
 	if err := syscall.Exec(args[0], args[1:], os.Environ()); err != nil {
 		return fmt.Errorf("sandbox: exec %s: %w", args[0], err)
 	}
 	return nil
+}
+
+// RunGuard is the guard of a sandbox, run by the hidden `sluice
+// __sandbox-guard` in the command's network namespace (see Start). It waits
+// until sluice closes the pipe on descriptor 3, which the kernel does when
+// sluice exits for any reason, and then kills every process in its
+// namespace, so that nothing the command left behind outlives sluice.
+func RunGuard() error {
+	// Signals meant for the command (a terminal's ^C, a hang-up) must not
+	// stop the guard before its sweep; it execs nothing, so ignoring them
+	// leaks nowhere.
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+	lifeline := os.NewFile(3, "sandbox-lifeline")
+	if lifeline == nil {
+		return errors.New("sandbox: guard: no lifeline pipe on descriptor 3")
+	}
+	_, _ = io.Copy(io.Discard, lifeline)
+	lifeline.Close()
+	fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("sandbox: guard: open its namespace: %w", err)
+	}
+	ns, err := inodeOfFD(fd)
+	unix.Close(fd)
+	if err != nil {
+		return fmt.Errorf("sandbox: guard: %w", err)
+	}
+	// Repeat until a sweep finds nobody: a process may fork between the
+	// scan and its SIGKILL.
+	for range 50 {
+		if killNamespaceProcesses(ns) == 0 {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return errors.New("sandbox: guard: processes keep appearing in the namespace")
 }

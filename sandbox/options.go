@@ -10,6 +10,10 @@ import (
 // init (RunInit).
 const InitCommand = "__sandbox-init"
 
+// GuardCommand is the hidden subcommand of sluice that runs as the sandbox's
+// guard (RunGuard).
+const GuardCommand = "__sandbox-guard"
+
 // ErrSetupFailed is returned by RunInit when sluice closed the go-ahead pipe
 // without a word: setting up the network failed (sluice reports why), so the
 // command must not run.
@@ -38,11 +42,10 @@ type Options struct {
 	// NewProcessGroup.
 	Foreground bool
 	// InitPath is the sluice executable that the child re-executes as its
-	// init; empty means /proc/self/exe. Tests that run in a test binary
-	// point it at a built sluice.
+	// init (InitCommand) and the guard (GuardCommand); empty means
+	// /proc/self/exe. A program that embeds the sandbox without being
+	// sluice points it at a sluice binary.
 	InitPath string
-	// InitArgs select the init in InitPath; nil means {InitCommand}.
-	InitArgs []string
 	// Facts reads the host facts; nil means HostFactSource.
 	Facts FactSource
 	// Logger receives warnings (dispatch fallbacks) and debug details of

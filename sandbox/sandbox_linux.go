@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -19,6 +20,9 @@ import (
 	"github.com/sluicenet/sluice/fdbased"
 	"github.com/sluicenet/sluice/internal/netns"
 )
+
+// guardTimeout bounds the guard's sweep of the namespace at teardown.
+const guardTimeout = 5 * time.Second
 
 // socketBufBytes is SO_RCVBUF and SO_SNDBUF of the stack-side packet
 // sockets: with host GSO a frame is up to 64 KiB, and the kernel's default
@@ -112,12 +116,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 	if initPath == "" {
 		initPath = "/proc/self/exe"
 	}
-	initArgs := o.InitArgs
-	if initArgs == nil {
-		initArgs = []string{InitCommand}
-	}
-	argv := append([]string{"sluice"}, initArgs...)
-	argv = append(argv, "--", path)
+	argv := []string{"sluice", InitCommand, "--", path}
 	argv = append(argv, o.Args...)
 	cmd := sb.command(o, initPath, argv)
 	cmd.ExtraFiles = []*os.File{rd} // fd 3 in the child
@@ -135,6 +134,9 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 	sb.push(func() { unix.Close(ns) })
 	if sb.childIno, err = inodeOfFD(ns); err != nil {
 		return nil, fmt.Errorf("sandbox: the command's namespace: %w", err)
+	}
+	if err := sb.startGuard(initPath); err != nil {
+		return nil, err
 	}
 
 	if args.Network == NetworkSandbox {
@@ -191,6 +193,47 @@ func (sb *Sandbox) startChild(cmd *exec.Cmd) error {
 	if err := <-started; err != nil {
 		return fmt.Errorf("sandbox: start %s: %w", cmd.Path, err)
 	}
+	return nil
+}
+
+// startGuard starts the guard: sluice re-executed in the command's
+// namespace, holding the read end of a pipe whose write end only sluice
+// has. When sluice dies (even by SIGKILL) or closes it at teardown, the
+// guard kills every process left in the namespace. Pdeathsig covers only
+// the command itself; what the command started in the background would
+// otherwise outlive sluice and keep the namespace alive.
+func (sb *Sandbox) startGuard(initPath string) error {
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("sandbox: guard pipe: %w", err)
+	}
+	guard := &exec.Cmd{
+		Path:       initPath,
+		Args:       []string{"sluice", GuardCommand},
+		ExtraFiles: []*os.File{rd},
+		// Its own process group: a ^C at the terminal is not for it.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	// A process starts in the network namespace of the thread that forks
+	// it.
+	err = netns.DoFD(sb.childNS, guard.Start)
+	rd.Close()
+	if err != nil {
+		wr.Close()
+		return fmt.Errorf("sandbox: start the guard: %w", err)
+	}
+	sb.push(func() {
+		wr.Close()
+		done := make(chan struct{})
+		go func() { _ = guard.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(guardTimeout):
+			sb.log.Warn("sandbox: the guard did not finish; killing it", "pid", guard.Process.Pid)
+			_ = guard.Process.Kill()
+			<-done
+		}
+	})
 	return nil
 }
 
@@ -363,11 +406,6 @@ func (sb *Sandbox) Close() error {
 				_ = sb.cmd.Process.Kill()
 				<-sb.done
 			}
-		}
-		// Daemons the command started stay in its namespace after it
-		// exits and would keep the namespace alive.
-		if sb.childNS >= 0 {
-			killNamespaceProcesses(sb.childIno)
 		}
 		sb.final = sb.Stats()
 		if sb.uplink != nil {

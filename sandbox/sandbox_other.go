@@ -64,3 +64,6 @@ func (*Sandbox) Gateways() []netip.Addr { return nil }
 
 // RunInit fails: sandboxes need Linux.
 func RunInit([]string) error { return errNotLinux }
+
+// RunGuard fails: sandboxes need Linux.
+func RunGuard() error { return errNotLinux }

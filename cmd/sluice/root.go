@@ -56,6 +56,7 @@ real interfaces.`,
 	root.AddCommand(newBenchCmd(stdout, stderr))
 	root.AddCommand(newRunCmd(stdout, stderr))
 	root.AddCommand(newSandboxInitCmd())
+	root.AddCommand(newSandboxGuardCmd())
 	root.AddCommand(newDemoCmd(stdout, stderr))
 	root.AddCommand(newDemoClientCmd(stdout))
 	root.AddCommand(newXDPCmd(stdout, stderr))

@@ -135,6 +135,20 @@ wait:
 	return nil
 }
 
+// newSandboxGuardCmd is the hidden guard of a sandbox (see
+// sandbox.RunGuard): `sluice __sandbox-guard`.
+func newSandboxGuardCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                sandbox.GuardCommand,
+		Short:              "The sandbox's guard (internal)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(*cobra.Command, []string) error {
+			return sandbox.RunGuard()
+		},
+	}
+}
+
 // newSandboxInitCmd is the hidden init of the sandbox's child (see
 // sandbox.RunInit): `sluice __sandbox-init -- PATH ARGV0 [ARGS...]`.
 func newSandboxInitCmd() *cobra.Command {
