@@ -361,7 +361,9 @@ func TestReaderStopsAtEOF(t *testing.T) {
 			a, b := mustSocketpair(t, unix.SOCK_SEQPACKET)
 			var log logBuffer
 			c := &collector{}
-			l := mustLink(t, LinkOptions{FDs: []int{a}, Mode: mode, Logger: log.logger()}, c)
+			closedErr := make(chan error, 1)
+			l := mustLink(t, LinkOptions{FDs: []int{a}, Mode: mode, Logger: log.logger(),
+				Closed: func(err error) { closedErr <- err }}, c)
 			l.Start()
 			writeAll(t, b, []byte("last frame"))
 			if !c.waitFor(1, 10*time.Second) {
@@ -377,6 +379,14 @@ func TestReaderStopsAtEOF(t *testing.T) {
 			}
 			if out := log.String(); !strings.Contains(out, "reader stopped") || !strings.Contains(out, io.EOF.Error()) {
 				t.Errorf("log does not say the reader stopped at EOF:\n%s", out)
+			}
+			select {
+			case err := <-closedErr:
+				if !errors.Is(err, io.EOF) {
+					t.Errorf("LinkOptions.Closed got %v, want io.EOF", err)
+				}
+			default:
+				t.Error("LinkOptions.Closed was not called when the reader stopped at EOF")
 			}
 		})
 	}
