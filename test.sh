@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages the tests use: ip and nsenter to build test topologies,
-# ping/iperf3/tcpdump/ethtool as real peers and inspectors.
+# ping/iperf3/tcpdump/ethtool/curl as real peers and inspectors.
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
@@ -20,6 +20,7 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v ethtool >/dev/null || need+=(ethtool)
+command -v curl >/dev/null || need+=(curl) # sandbox tests: a real HTTP client inside sluice run
 # clang, llvm-strip and the libbpf/kernel headers regenerate the eBPF objects
 # (bpf/, checked below); bpftool inspects attachments in the XDP tests.
 command -v clang >/dev/null || need+=(clang)
