@@ -187,7 +187,7 @@ func newMMapDispatcherConfig(ch *rxChannel, cfg mmapConfig) (_ *mmapDispatcher, 
 		ring:    ring,
 		hdrLen:  tpacketHdrLen(cfg.version),
 		// The same length rules as the readv and recvmmsg dispatchers.
-		lim: frameLimits{vnetLen: vnetLen, minLen: minFrameLen(ch.opts), maxLen: ch.opts.MaxFrameSize},
+		lim: frameLimits{vnetLen: vnetLen, minLen: minFrameLen(ch.opts), maxLen: ch.opts.MaxFrameSize, ethernet: ch.opts.EthernetHeader},
 	}
 	if cfg.version == tpacketV3 {
 		d.slots = geo.blockNr

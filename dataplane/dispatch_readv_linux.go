@@ -122,7 +122,10 @@ func acceptFrame(ch *rxChannel, c *iovecChain, n int, truncated bool, f *Frame, 
 	if o.VnetHdr {
 		h, err := ParseVnetHdr(c.vnet)
 		if err == nil {
-			err = h.Validate(n)
+			// The first buffer holds the frame's start; the chain
+			// has not handed it over yet.
+			head := c.bufs[0].Data[:min(n, len(c.bufs[0].Data))]
+			err = h.ValidateFrame(head, n, o.EthernetHeader)
 		}
 		if err != nil {
 			ch.counters.RxErrors.Add(1)

@@ -232,7 +232,10 @@ func (it *tpacketBlockIter) next() (pkt []byte, f tpacketFrame, ok bool, err err
 type frameLimits struct {
 	vnetLen int // bytes of virtio_net_hdr before the MAC header; 0 without PACKET_VNET_HDR
 	minLen  int // 14 with an Ethernet header
-	maxLen  int // LinkOptions.MaxFrameSize
+	// ethernet says frames start with an Ethernet header, for
+	// VnetHdr.ValidateFrame.
+	ethernet bool
+	maxLen   int // LinkOptions.MaxFrameSize
 }
 
 // Reasons a frame in a ring is dropped. They are values, not formatted per
@@ -274,7 +277,7 @@ func tpacketFrameData(hdr []byte, f tpacketFrame, hdrLen int, lim frameLimits) (
 		if vh, err = ParseVnetHdr(hdr[start:f.mac]); err != nil {
 			return nil, vh, err
 		}
-		if err = vh.Validate(len(data)); err != nil {
+		if err = vh.ValidateFrame(data, len(data), lim.ethernet); err != nil {
 			return nil, vh, err
 		}
 	}

@@ -26,6 +26,17 @@ func testFrame(n int, seq uint32) []byte {
 	return f
 }
 
+// tcp4TestFrame is testFrame made to look like an IPv4 TCP packet as far as
+// VnetHdr.ValidateFrame looks (ethertype, version, protocol), so that a TCPv4
+// GSO header on it is plausible.
+func tcp4TestFrame(n int) []byte {
+	f := testFrame(n, 1)
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	f[14] = 0x45
+	f[14+9] = 6
+	return f
+}
+
 // putTPacketHdr writes a frame header of version at b[0:] for a frame at
 // mac with snaplen bytes present of length on the wire.
 func putTPacketHdr(version int, b []byte, status uint32, length, snaplen, mac, next int) {
@@ -326,7 +337,7 @@ func TestTPacketBlockIter(t *testing.T) {
 func TestTPacketFrameData(t *testing.T) {
 	gso := VnetHdr{Flags: VnetFlagNeedsCsum, GSOType: VnetGSOTCPv4, HdrLen: 66, GSOSize: 1448, CsumStart: 34, CsumOffset: 16}
 	lim := frameLimits{minLen: 14, maxLen: 1600}
-	vlim := frameLimits{vnetLen: VnetHdrLen, minLen: 14, maxLen: 1600}
+	vlim := frameLimits{vnetLen: VnetHdrLen, minLen: 14, maxLen: 1600, ethernet: true}
 	for _, c := range []struct {
 		name     string
 		vnetRoom int // virtio_net_hdr room the slot is built with
@@ -341,11 +352,12 @@ func TestTPacketFrameData(t *testing.T) {
 		{"truncated", 0, ringFrame{data: testFrame(200, 1), length: 30000}, lim, errTPacketTruncated, VnetHdr{}},
 		{"shorter than an Ethernet header", 0, ringFrame{data: testFrame(14, 1)[:13]}, lim, errTPacketShort, VnetHdr{}},
 		{"longer than MaxFrameSize", 0, ringFrame{data: testFrame(1601, 1)}, lim, errTPacketLong, VnetHdr{}},
-		{"with a GSO header", VnetHdrLen, ringFrame{data: testFrame(1500, 1), vnet: &gso}, vlim, nil, gso},
+		{"with a GSO header", VnetHdrLen, ringFrame{data: tcp4TestFrame(1500), vnet: &gso}, vlim, nil, gso},
+		{"GSO header on a non-IP frame", VnetHdrLen, ringFrame{data: testFrame(1500, 1), vnet: &gso}, vlim, ErrMalformed, VnetHdr{}},
 		{"with an empty header", VnetHdrLen, ringFrame{data: testFrame(60, 1), vnet: &VnetHdr{}}, vlim, nil, VnetHdr{}},
 		{"bad gso_type", VnetHdrLen, ringFrame{data: testFrame(60, 1), vnet: &VnetHdr{GSOType: 2, GSOSize: 1}}, vlim, ErrMalformed, VnetHdr{}},
 		{"checksum beyond the frame", VnetHdrLen, ringFrame{data: testFrame(60, 1), vnet: &VnetHdr{Flags: VnetFlagNeedsCsum, CsumStart: 50, CsumOffset: 16}}, vlim, ErrMalformed, VnetHdr{}},
-		{"PACKET_VNET_HDR_SZ 12", 12, ringFrame{data: testFrame(1500, 1), vnet: &gso}, frameLimits{vnetLen: 12, minLen: 14, maxLen: 1600}, nil, gso},
+		{"PACKET_VNET_HDR_SZ 12", 12, ringFrame{data: tcp4TestFrame(1500), vnet: &gso}, frameLimits{vnetLen: 12, minLen: 14, maxLen: 1600, ethernet: true}, nil, gso},
 		{"virtio_net_hdr room too small", 0, ringFrame{data: testFrame(60, 1)}, frameLimits{vnetLen: 5, maxLen: 100}, errTPacketNoVnet, VnetHdr{}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
