@@ -43,6 +43,9 @@ func (l *Link) Stats() Stats { return Stats{} }
 // Counters returns a fresh set of counters.
 func (l *Link) Counters() *Counters { return new(Counters) }
 
+// NumDeliverers returns 0.
+func (l *Link) NumDeliverers() int { return 0 }
+
 // NumChannels returns 0.
 func (l *Link) NumChannels() int { return 0 }
 

@@ -38,6 +38,15 @@ type Frame struct {
 	// Channel is the index of the channel (file descriptor) the frame was
 	// read from.
 	Channel int
+	// Processor identifies the goroutine that delivers the frame, among
+	// all of the link's delivering goroutines: Channel *
+	// ProcessorsPerChannel + the processor's index in its channel (0 when
+	// the reader delivers inline). It is below Link.NumDeliverers, and
+	// every frame of one Deliver call has the same Processor, so a
+	// Deliverer can keep per-goroutine state (a GRO table, scratch
+	// memory) in a slice indexed by it without locking it against other
+	// deliverers.
+	Processor int
 	// Hash is the frame's flow hash (see FlowHash).
 	Hash uint32
 }
@@ -63,7 +72,7 @@ func (f *Frame) CopyTo(dst []byte) int {
 // Deliverer takes received frames. Deliver is called by one goroutine per
 // processor (or per channel when ProcessorsPerChannel is 1), concurrently
 // across processors; all frames of one flow go through the same goroutine, in
-// order.
+// order. Frame.Processor says which goroutine is calling.
 type Deliverer interface {
 	Deliver(frames []Frame)
 }

@@ -210,9 +210,11 @@ func (c *channel) deliverSteered(l *Link) func([]Frame) {
 	return func(frames []Frame) {
 		c.stamp(frames)
 		p := uint32(len(c.procs))
+		base := c.rx.index * len(c.procs)
 		for i := range frames {
 			f := &frames[i]
 			j := f.Hash % p
+			f.Processor = base + int(j)
 			if !c.procs[j].push(f) {
 				l.dropFrame(f)
 				continue
@@ -228,11 +230,15 @@ func (c *channel) deliverSteered(l *Link) func([]Frame) {
 	}
 }
 
+// stamp sets the fields the dispatchers leave to the link. Processor is set
+// here for inline delivery (channel i's reader is deliverer i, since
+// ProcessorsPerChannel is 1) and overwritten by deliverSteered.
 func (c *channel) stamp(frames []Frame) {
 	o := c.rx.opts
 	for i := range frames {
 		f := &frames[i]
 		f.Channel = c.rx.index
+		f.Processor = c.rx.index
 		f.Hash = FlowHash(f.Head(), o.EthernetHeader, o.HashSeed)
 	}
 }
@@ -370,6 +376,10 @@ func (l *Link) Stats() Stats { return l.counters.Snapshot() }
 // own drops and errors (a consumer that refuses a frame, for example) in the
 // same place.
 func (l *Link) Counters() *Counters { return &l.counters }
+
+// NumDeliverers returns the number of goroutines that call Deliver:
+// NumChannels * ProcessorsPerChannel. Frame.Processor is below it.
+func (l *Link) NumDeliverers() int { return len(l.chans) * l.opts.ProcessorsPerChannel }
 
 // NumChannels returns the number of channels (descriptors).
 func (l *Link) NumChannels() int { return len(l.chans) }
