@@ -411,6 +411,9 @@ func (sb *Sandbox) Close() error {
 		if sb.uplink != nil {
 			sb.uplink.close()
 		}
+		if sb.links != nil {
+			sb.links.Stop()
+		}
 		if sb.stack != nil {
 			sb.stack.Close()
 			sb.stack.Wait()

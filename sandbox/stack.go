@@ -79,6 +79,9 @@ type OpenedLink struct {
 	// nil when unknown.
 	Stats func() dataplane.Stats
 	Modes func() []dataplane.Mode
+	// Stop stops the endpoint's goroutines and waits for them; nil means
+	// Endpoint.Close and Endpoint.Wait.
+	Stop func()
 	// Release frees what the endpoint borrowed (its descriptors) once the
 	// stack is done with it.
 	Release func()
@@ -124,6 +127,23 @@ func (l *Links) Stats() []LinkStats {
 	return out
 }
 
+// Stop stops every fd-based link's goroutines and waits for them. Call it
+// before closing the stack: gVisor's Stack.Wait waits for each link
+// endpoint while holding the stack's lock, and an endpoint goroutine that is
+// delivering a packet at that moment may need that very lock (a route
+// lookup), so waiting there can deadlock. Stopped first, the endpoints have
+// nothing left to wait for.
+func (l *Links) Stop() {
+	for _, li := range l.FDBased {
+		if li.link.Stop != nil {
+			li.link.Stop()
+			continue
+		}
+		li.link.Endpoint.Close()
+		li.link.Endpoint.Wait()
+	}
+}
+
 // Release frees every link's descriptors. Call it after the stack has been
 // closed and waited for, which detaches and stops the endpoints.
 func (l *Links) Release() {
@@ -135,9 +155,9 @@ func (l *Links) Release() {
 }
 
 // CreateLinksAndRoutes creates the NICs of args in s, with their addresses,
-// routes and neighbours, over endpoints from open. On failure it releases
-// every endpoint it opened; NICs already created stay in s, which the
-// caller closes.
+// routes and neighbours, over endpoints from open. On failure it stops and
+// releases every endpoint it opened; NICs already created stay in s, which
+// the caller closes.
 func CreateLinksAndRoutes(s *stack.Stack, args *Args, open EndpointOpener) (_ *Links, err error) {
 	if len(args.XDPLinks) > 0 {
 		return nil, fmt.Errorf("sandbox: XDP links are %w", ErrNotImplemented)
@@ -145,6 +165,7 @@ func CreateLinksAndRoutes(s *stack.Stack, args *Args, open EndpointOpener) (_ *L
 	links := &Links{nics: map[string]tcpip.NICID{}}
 	defer func() {
 		if err != nil {
+			links.Stop()
 			links.Release()
 		}
 	}()
