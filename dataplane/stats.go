@@ -13,11 +13,21 @@ type Stats struct {
 	TxBytes   uint64 `json:"tx_bytes"`
 	TxErrors  uint64 `json:"tx_errors"`
 	TxDropped uint64 `json:"tx_dropped"`
+	// Offloads is what the endpoint decided about its offloads (see
+	// OffloadReport), set by endpoints that have offloads; nil from a
+	// bare Link. It is shared: do not modify it.
+	Offloads *OffloadReport `json:"offloads,omitempty"`
 }
 
-// Add returns s + o, field by field.
+// Add returns s + o, field by field; Offloads is s's, or o's when s has
+// none.
 func (s Stats) Add(o Stats) Stats {
+	offloads := s.Offloads
+	if offloads == nil {
+		offloads = o.Offloads
+	}
 	return Stats{
+		Offloads:  offloads,
 		RxPackets: s.RxPackets + o.RxPackets, RxBytes: s.RxBytes + o.RxBytes,
 		RxErrors: s.RxErrors + o.RxErrors, RxDropped: s.RxDropped + o.RxDropped,
 		TxPackets: s.TxPackets + o.TxPackets, TxBytes: s.TxBytes + o.TxBytes,
