@@ -54,3 +54,12 @@ func (l *Link) Mode(i int) Mode { return Mode(-1) }
 
 // WriteBatch fails.
 func (l *Link) WriteBatch(b *TxBatch) (int, error) { return 0, errOS("write batch") }
+
+// OpenTUN needs /dev/net/tun, which only Linux has here.
+func OpenTUN(o TUNOptions) ([]int, error) { return nil, errOS("open tun") }
+
+// TUNInfoOf fails: there are no TUN descriptors here.
+func TUNInfoOf(fd int) (TUNInfo, error) { return TUNInfo{}, errOS("tun info") }
+
+// ProbeOffloads fails: the probe needs packet sockets.
+func ProbeOffloads(o ProbeOptions) (ProbeResult, error) { return ProbeResult{}, errOS("offload probe") }
