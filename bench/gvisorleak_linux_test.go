@@ -1,10 +1,14 @@
 package bench
 
 import (
+	"reflect"
 	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluicenet/sluice/dataplane"
 )
 
 func TestParseRange(t *testing.T) {
@@ -32,5 +36,34 @@ func TestNewEventFDs(t *testing.T) {
 	slices.Sort(got)
 	if diff := cmp.Diff([]int{5, 7}, got); diff != "" {
 		t.Errorf("newEventFDs (-want +got):\n%s", diff)
+	}
+}
+
+// TestDropDispatchers releases a stopped gVisor endpoint (on a socketpair,
+// which its readv dispatcher reads like any socket) and checks that its
+// dispatcher list is gone, and that anything else is refused.
+func TestDropDispatchers(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFDs(fds[:])
+	ep, release, err := newGVisorEndpoint(endpointConfig{fds: fds[:1], mode: dataplane.Readv, mtu: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep.Attach(&countingDispatcher{})
+	stopEndpoint(ep)
+	if err := release(); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	if f := reflect.ValueOf(ep).Elem().FieldByName("inboundDispatchers"); !f.IsNil() {
+		t.Errorf("inboundDispatchers still holds %d dispatchers after release", f.Len())
+	}
+
+	for _, bad := range []any{nil, struct{ inboundDispatchers []int }{}, &struct{}{}, &struct{ inboundDispatchers int }{}} {
+		if err := dropDispatchers(bad); err == nil {
+			t.Errorf("dropDispatchers(%#v) succeeded, want an error", bad)
+		}
 	}
 }

@@ -102,7 +102,7 @@ func newGVisorEndpoint(c endpointConfig) (stack.LinkEndpoint, func() error, erro
 	}
 	fds := slices.Clone(c.fds)
 	release := func() error {
-		return errors.Join(unmapSocketMappings(fds), closeFDs(stopFDs))
+		return errors.Join(unmapSocketMappings(fds), closeFDs(stopFDs), dropDispatchers(ep))
 	}
 	return ep, release, nil
 }
