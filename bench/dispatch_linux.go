@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
@@ -65,7 +66,7 @@ func RunDispatch(ctx context.Context, opts DispatchOptions) (*Report, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("bench: dispatch %w", ErrNeedRoot)
 	}
-	topo, err := newTopology()
+	topo, err := newTopology(topologyOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +170,7 @@ type attached struct {
 // attach opens m.channels sockets on va and makes m.impl's endpoint on
 // them, not yet attached to anything.
 func attach(topo *topology, m measurement) (*attached, error) {
-	fds, err := openSockets(topo.nsA, ifA, m.channels)
+	fds, err := openSockets(topo.nsA, ifA, m.channels, false)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +366,7 @@ func measureTCP(ctx context.Context, topo *topology, m measurement) (_ float64, 
 	if err != nil {
 		return 0, err
 	}
-	s, err := newSinkStack(a.ep)
+	s, err := newSinkStack(a.ep, false)
 	if err != nil {
 		a.close()
 		return 0, err
@@ -474,10 +475,16 @@ func measureTCP(ctx context.Context, topo *topology, m measurement) (_ float64, 
 }
 
 // newSinkStack builds the netstack of tcp_gbps on ep: IPv4, ARP and TCP,
-// 192.0.2.1/24 on NIC 1.
-func newSinkStack(ep stack.LinkEndpoint) (*stack.Stack, error) {
+// 192.0.2.1/24 on NIC 1; with withIPv6 also IPv6 and 2001:db8::1/64.
+func newSinkStack(ep stack.LinkEndpoint, withIPv6 bool) (*stack.Stack, error) {
+	netProtos := []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol}
+	if withIPv6 {
+		// ipv6.NewProtocol's zero DAD configuration makes the address
+		// usable at once.
+		netProtos = append(netProtos, ipv6.NewProtocol)
+	}
 	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
+		NetworkProtocols:   netProtos,
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 	})
 	// SACK and receive-buffer moderation are what runsc turns on
@@ -506,25 +513,59 @@ func newSinkStack(ep stack.LinkEndpoint) (*stack.Stack, error) {
 		s.Close()
 		return nil, fmt.Errorf("bench: add %s: %s", stackAddr, terr)
 	}
-	s.SetRouteTable([]tcpip.Route{{Destination: pa.AddressWithPrefix.Subnet(), NIC: 1}})
+	routes := []tcpip.Route{{Destination: pa.AddressWithPrefix.Subnet(), NIC: 1}}
+	if withIPv6 {
+		pa6 := tcpip.ProtocolAddress{
+			Protocol:          ipv6.ProtocolNumber,
+			AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom16(stackAddr6.As16()), PrefixLen: prefixLen6},
+		}
+		if terr := s.AddProtocolAddress(1, pa6, stack.AddressProperties{}); terr != nil {
+			s.RemoveNIC(1)
+			s.Close()
+			return nil, fmt.Errorf("bench: add %s: %s", stackAddr6, terr)
+		}
+		routes = append(routes, tcpip.Route{Destination: pa6.AddressWithPrefix.Subnet(), NIC: 1})
+	}
+	s.SetRouteTable(routes)
 	return s, nil
 }
 
 // window waits out the warm-up, samples count, waits out the window and
 // samples again, and returns the rate per second over the window.
 func window(ctx context.Context, m measurement, count func() uint64) (float64, error) {
-	if err := sleepCtx(ctx, m.warmup); err != nil {
+	d, elapsed, err := sampleWindow(ctx, m.warmup, m.window, count)
+	if err != nil {
 		return 0, err
 	}
-	c0, t0 := count(), time.Now()
-	if err := sleepCtx(ctx, m.window); err != nil {
-		return 0, err
+	return float64(d[0]) / elapsed.Seconds(), nil
+}
+
+// sampleWindow waits out warmup, samples every counter, waits out win and
+// samples them again, and returns how much each grew and the time that
+// passed between the two samples. The first counter is sampled last at the
+// start and first at the end, so the time measured covers it best.
+func sampleWindow(ctx context.Context, warmup, win time.Duration, counters ...func() uint64) ([]uint64, time.Duration, error) {
+	if err := sleepCtx(ctx, warmup); err != nil {
+		return nil, 0, err
 	}
-	c1, t1 := count(), time.Now()
-	if c1 < c0 {
-		return 0, fmt.Errorf("bench: counter went backwards (%d -> %d)", c0, c1)
+	c0 := make([]uint64, len(counters))
+	for i := len(counters) - 1; i >= 0; i-- {
+		c0[i] = counters[i]()
 	}
-	return float64(c1-c0) / t1.Sub(t0).Seconds(), nil
+	t0 := time.Now()
+	if err := sleepCtx(ctx, win); err != nil {
+		return nil, 0, err
+	}
+	t1 := time.Now()
+	d := make([]uint64, len(counters))
+	for i, c := range counters {
+		c1 := c()
+		if c1 < c0[i] {
+			return nil, 0, fmt.Errorf("bench: counter went backwards (%d -> %d)", c0[i], c1)
+		}
+		d[i] = c1 - c0[i]
+	}
+	return d, t1.Sub(t0), nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -25,6 +25,13 @@ type endpointConfig struct {
 	// rxChecksumOffload lets the stack accept the partial checksums of
 	// the super-frames a TSO veth passes up (runsc's default).
 	rxChecksumOffload bool
+	// gsoMaxSize is Options.GSOMaxSize: 0 for no GSO. Host GSO
+	// (softwareGSO false) needs fds opened with PACKET_VNET_HDR.
+	gsoMaxSize uint32
+	// softwareGSO is Options.GVisorGSOEnabled.
+	softwareGSO bool
+	// gro is Options.GRO.
+	gro bool
 }
 
 // newEndpoint makes the link endpoint of impl over c.fds. The descriptors
@@ -51,6 +58,9 @@ func newSluiceEndpoint(c endpointConfig) (stack.LinkEndpoint, error) {
 		Address:            c.addr,
 		PacketDispatchMode: c.mode,
 		RXChecksumOffload:  c.rxChecksumOffload,
+		GSOMaxSize:         c.gsoMaxSize,
+		GVisorGSOEnabled:   c.softwareGSO,
+		GRO:                c.gro,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bench: sluice endpoint: %w", err)
@@ -87,6 +97,9 @@ func newGVisorEndpoint(c endpointConfig) (stack.LinkEndpoint, func() error, erro
 		Address:            c.addr,
 		PacketDispatchMode: mode,
 		RXChecksumOffload:  c.rxChecksumOffload,
+		GSOMaxSize:         c.gsoMaxSize,
+		GVisorGSOEnabled:   c.softwareGSO,
+		GRO:                c.gro,
 		// openSockets has already joined the sockets to one fanout
 		// group; without PreConfigured the endpoint would try to join
 		// another and fail.
@@ -116,10 +129,11 @@ func stopEndpoint(ep stack.LinkEndpoint) {
 
 // openSockets opens n AF_PACKET sockets (ETH_P_ALL, as runsc opens them)
 // bound to ifname inside ns; several are joined in one PACKET_FANOUT_HASH
-// group with an id the kernel makes unique. The caller owns and closes
-// them.
-func openSockets(ns, ifname string, n int) ([]int, error) {
-	fds, err := dataplane.OpenPacketSockets(dataplane.SocketOptions{NetNS: ns, Interface: ifname, Protocol: dataplane.EthPAll}, n)
+// group with an id the kernel makes unique. vnetHdr sets PACKET_VNET_HDR,
+// which host GSO needs (runsc sets it exactly then). The caller owns and
+// closes them.
+func openSockets(ns, ifname string, n int, vnetHdr bool) ([]int, error) {
+	fds, err := dataplane.OpenPacketSockets(dataplane.SocketOptions{NetNS: ns, Interface: ifname, Protocol: dataplane.EthPAll, VnetHdr: vnetHdr}, n)
 	if err != nil {
 		return nil, fmt.Errorf("bench: open packet sockets: %w", err)
 	}

@@ -15,6 +15,9 @@ const (
 	MetricTXPPS   = "tx_pps"
 	MetricTCPGbps = "tcp_gbps"
 	MetricRSSMiB  = "rss_mib"
+	// MetricRetrans is the TCP segments the senders retransmitted during
+	// a tcp_gbps measurement (a resource metric, with During).
+	MetricRetrans = "retrans"
 	// Metrics of scenarios to come (tcp, sandbox, capture, xdp).
 	MetricRRMicros       = "rr_us"
 	MetricCapturedFrames = "captured_frames"
@@ -29,6 +32,7 @@ const (
 	UnitMiB          = "MiB"
 	UnitMicros       = "us"
 	UnitFrames       = "frames"
+	UnitSegments     = "segments"
 )
 
 // Implementation names compared side by side.
@@ -101,6 +105,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		byKey    = map[tableKey]*tableLine{}
 		impls    []string
 		resNames []string
+		resUnits = map[string]string{} // resource metric -> its unit
 		cfgKeys  []string
 		seen     = map[string]bool{}
 	)
@@ -128,6 +133,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			if !seen["res:"+row.Metric] {
 				seen["res:"+row.Metric] = true
 				resNames = append(resNames, row.Metric)
+				resUnits[row.Metric] = row.Unit
 			}
 			l := line(tableKey{row.Scenario, row.Config, row.During})
 			if l.res[row.Metric] == nil {
@@ -188,7 +194,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		for _, rn := range resNames {
 			for _, impl := range impls {
-				cols = append(cols, formatValue(l.res[rn], impl))
+				cols = append(cols, formatUnitValue(l.res[rn], impl, resUnits[rn]))
 			}
 		}
 		fmt.Fprintln(tw, strings.Join(cols, "\t"))
@@ -237,6 +243,19 @@ func formatValue(m map[string]float64, impl string) string {
 	return FormatValue(v)
 }
 
+// formatUnitValue is formatValue, with counts of things (segments,
+// frames) printed as whole numbers.
+func formatUnitValue(m map[string]float64, impl, unit string) string {
+	v, ok := m[impl]
+	if !ok {
+		return "-"
+	}
+	if unit == UnitSegments || unit == UnitFrames {
+		return FormatCount(v)
+	}
+	return FormatValue(v)
+}
+
 func formatRatio(m map[string]float64, a, b string) string {
 	va, okA := m[a]
 	vb, okB := m[b]
@@ -264,4 +283,13 @@ func FormatValue(v float64) string {
 	default:
 		return fmt.Sprintf("%.2f", v)
 	}
+}
+
+// FormatCount prints a count of things (segments, frames) as a whole
+// number.
+func FormatCount(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", v)
 }

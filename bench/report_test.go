@@ -127,3 +127,28 @@ func TestFormatValue(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteTableCounts checks that resource metrics that count things
+// (retrans) print as whole numbers next to the others.
+func TestWriteTableCounts(t *testing.T) {
+	cfg := "gso=host,gro=on,mode=mmap,flows=1,dir=up,peer_tso=on"
+	rep := &Report{}
+	rep.Add(
+		Row{Scenario: "tcp", Impl: ImplSluice, Config: cfg, Metric: MetricTCPGbps, Value: 6.5, Unit: UnitGbps},
+		Row{Scenario: "tcp", Impl: ImplSluice, Config: cfg, Metric: MetricRSSMiB, Value: 20.5, Unit: UnitMiB, During: MetricTCPGbps},
+		Row{Scenario: "tcp", Impl: ImplSluice, Config: cfg, Metric: MetricRetrans, Value: 0, Unit: UnitSegments, During: MetricTCPGbps},
+		Row{Scenario: "tcp", Impl: ImplGVisor, Config: cfg, Metric: MetricTCPGbps, Value: 5.2, Unit: UnitGbps},
+		Row{Scenario: "tcp", Impl: ImplGVisor, Config: cfg, Metric: MetricRSSMiB, Value: 19, Unit: UnitMiB, During: MetricTCPGbps},
+		Row{Scenario: "tcp", Impl: ImplGVisor, Config: cfg, Metric: MetricRetrans, Value: 1234, Unit: UnitSegments, During: MetricTCPGbps},
+	)
+	var buf bytes.Buffer
+	if err := rep.WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"metric    unit    gso   gro  mode  flows  dir  peer_tso  sluice  gvisor  sluice/gvisor  rss_mib sluice  rss_mib gvisor  retrans sluice  retrans gvisor\n" +
+		"tcp_gbps  Gbit/s  host  on   mmap  1      up   on        6.50    5.20    1.25           20.50           19.00           0               1234\n"
+	if diff := cmp.Diff(want, buf.String()); diff != "" {
+		t.Errorf("WriteTable (-want +got):\n%s", diff)
+	}
+}

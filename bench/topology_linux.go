@@ -32,9 +32,17 @@ type topology struct {
 	hB       *netlink.Handle // netlink in nsB, for vb's counters
 }
 
+// topologyOptions vary the topology between scenarios.
+type topologyOptions struct {
+	// ipv6 gives vb 2001:db8::2/64 (and a permanent neighbour entry for
+	// the netstack's 2001:db8::1) and leaves IPv6 on in nsB. nsA's kernel
+	// never speaks IPv6 either way: va belongs to the endpoint.
+	ipv6 bool
+}
+
 // newTopology builds the namespaces and the veth pair. On error it removes
 // whatever it had made.
-func newTopology() (_ *topology, err error) {
+func newTopology(opts topologyOptions) (_ *topology, err error) {
 	removeStaleNamespaces()
 	seq := topoSeq.Add(1)
 	t := &topology{
@@ -49,6 +57,9 @@ func newTopology() (_ *topology, err error) {
 	for _, ns := range []string{t.nsA, t.nsB} {
 		if err := netns.Create(ns); err != nil {
 			return nil, fmt.Errorf("bench: create namespace: %w", err)
+		}
+		if opts.ipv6 && ns == t.nsB {
+			continue
 		}
 		// No IPv6 means no router solicitations, neighbour discovery or
 		// MLD reports: every frame on the veth is benchmark traffic.
@@ -105,6 +116,24 @@ func newTopology() (_ *topology, err error) {
 	}
 	if err := t.hB.NeighAdd(neigh); err != nil {
 		return nil, fmt.Errorf("bench: add neighbour %s on %s: %w", stackAddr, ifB, err)
+	}
+	if opts.ipv6 {
+		// NODAD: the address is usable at once instead of after a
+		// second of duplicate address detection.
+		addr6 := &netlink.Addr{IPNet: &net.IPNet{IP: kernelAddr6.AsSlice(), Mask: net.CIDRMask(prefixLen6, 128)}, Flags: unix.IFA_F_NODAD}
+		if err := t.hB.AddrAdd(lb, addr6); err != nil {
+			return nil, fmt.Errorf("bench: add %s to %s: %w", addr6, ifB, err)
+		}
+		neigh6 := &netlink.Neigh{
+			LinkIndex:    t.ifindexB,
+			Family:       netlink.FAMILY_V6,
+			State:        netlink.NUD_PERMANENT,
+			IP:           stackAddr6.AsSlice(),
+			HardwareAddr: macA,
+		}
+		if err := t.hB.NeighAdd(neigh6); err != nil {
+			return nil, fmt.Errorf("bench: add neighbour %s on %s: %w", stackAddr6, ifB, err)
+		}
 	}
 	if err := hA.LinkSetUp(la); err != nil {
 		return nil, fmt.Errorf("bench: set %s up: %w", ifA, err)
