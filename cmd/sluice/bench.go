@@ -17,5 +17,6 @@ namespaces (addresses in 192.0.2.0/24). It needs root.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(newBenchDispatchCmd(stdout, stderr))
+	cmd.AddCommand(newBenchTCPCmd(stdout, stderr))
 	return cmd
 }
