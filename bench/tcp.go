@@ -138,6 +138,26 @@ type TCPOptions struct {
 	// Progress receives one line per measurement as it completes. nil
 	// discards.
 	Progress io.Writer
+	// OnSample, if set, receives the throughput of every TCPSampleInterval
+	// of each measurement's window as it passes, for plots over time.
+	// Called from the measurement's goroutines; it must return quickly.
+	// The samples of a measurement that then fails are not withdrawn.
+	OnSample func(TCPSample)
+}
+
+// TCPSampleInterval is the interval of the samples TCPOptions.OnSample
+// receives.
+const TCPSampleInterval = 100 * time.Millisecond
+
+// TCPSample is the throughput of one interval of a tcp measurement.
+type TCPSample struct {
+	Impl   string
+	Config TCPConfig
+	// At is the end of the interval, from the start of the window.
+	At time.Duration
+	// Gbps is the payload the receivers got in the interval, all flows,
+	// in Gbit/s.
+	Gbps float64
 }
 
 // DefaultTCPOptions returns the options of `sluice bench tcp` without

@@ -60,7 +60,13 @@ func RunTCP(ctx context.Context, opts TCPOptions) (*Report, error) {
 			if err := ctx.Err(); err != nil {
 				return rep, fmt.Errorf("bench: tcp: %w", err)
 			}
-			rows, err := runTCPMeasurement(ctx, topo, pat, cfg, impl, opts.Duration)
+			var onSample func(time.Duration, float64)
+			if opts.OnSample != nil {
+				onSample = func(at time.Duration, gbps float64) {
+					opts.OnSample(TCPSample{Impl: impl, Config: cfg, At: at, Gbps: gbps})
+				}
+			}
+			rows, err := runTCPMeasurement(ctx, topo, pat, cfg, impl, opts.Duration, onSample)
 			if err != nil {
 				if ctx.Err() != nil {
 					return rep, fmt.Errorf("bench: tcp: %w", ctx.Err())
@@ -79,11 +85,11 @@ func RunTCP(ctx context.Context, opts TCPOptions) (*Report, error) {
 
 // runTCPMeasurement measures cfg for impl and returns its tcp_gbps row and
 // the rss_mib and retrans rows taken during it.
-func runTCPMeasurement(ctx context.Context, topo *topology, pat *streamPattern, cfg TCPConfig, impl string, win time.Duration) ([]Row, error) {
+func runTCPMeasurement(ctx context.Context, topo *topology, pat *streamPattern, cfg TCPConfig, impl string, win time.Duration, onSample func(time.Duration, float64)) ([]Row, error) {
 	if err := resetPeakRSS(); err != nil {
 		return nil, err
 	}
-	gbps, retrans, err := measureTCPFlows(ctx, topo, pat, cfg, impl, warmupFor(win), win)
+	gbps, retrans, err := measureTCPFlows(ctx, topo, pat, cfg, impl, warmupFor(win), win, onSample)
 	if err != nil {
 		return nil, err
 	}
@@ -127,8 +133,9 @@ func (a tcpAddrs) peerFull() tcpip.FullAddress {
 // endpoint and the kernel in nsB for warmup+win, and returns the payload
 // rate the receivers got during win in Gbit/s and the segments the senders
 // retransmitted during win. Every receiver checks its stream against the
-// pattern the senders write; a difference fails the measurement.
-func measureTCPFlows(ctx context.Context, topo *topology, pat *streamPattern, cfg TCPConfig, impl string, warmup, win time.Duration) (_ float64, _ uint64, err error) {
+// pattern the senders write; a difference fails the measurement. onSample,
+// if not nil, gets the rate of every TCPSampleInterval of the window.
+func measureTCPFlows(ctx context.Context, topo *topology, pat *streamPattern, cfg TCPConfig, impl string, warmup, win time.Duration, onSample func(time.Duration, float64)) (_ float64, _ uint64, err error) {
 	fds, err := openSockets(topo.nsA, ifA, 1, cfg.GSO == GSOHost)
 	if err != nil {
 		return 0, 0, err
@@ -184,6 +191,14 @@ func measureTCPFlows(ctx context.Context, topo *topology, pat *streamPattern, cf
 		f.stop()
 		return 0, 0, errors.Join(err, f.wait())
 	}
+	if onSample != nil {
+		done, sampled := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(sampled)
+			sampleIntervals(done, time.Now().Add(warmup), win, f.received.Load, onSample)
+		}()
+		defer func() { close(done); <-sampled }()
+	}
 	d, elapsed, werr := sampleWindow(ctx, warmup, win, f.received.Load, retrans)
 	f.stop()
 	if err := errors.Join(f.wait(), f.err()); err != nil {
@@ -196,6 +211,32 @@ func measureTCPFlows(ctx context.Context, topo *topology, pat *streamPattern, cf
 		return 0, 0, fmt.Errorf("bench: no data arrived during the window")
 	}
 	return float64(d[0]) * 8 / 1e9 / elapsed.Seconds(), d[1], nil
+}
+
+// sampleIntervals calls onSample with the rate of count, in Gbit/s from
+// bytes, over each TCPSampleInterval from start until win has passed or
+// done is closed. Each tick is placed from start, so that the ticks do not
+// drift with scheduling delays; the rate uses the time that really passed.
+func sampleIntervals(done <-chan struct{}, start time.Time, win time.Duration, count func() uint64, onSample func(time.Duration, float64)) {
+	t := time.NewTimer(time.Until(start))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-done:
+		return
+	}
+	c0, t0 := count(), time.Now()
+	for at := TCPSampleInterval; at <= win; at += TCPSampleInterval {
+		t.Reset(time.Until(start.Add(at)))
+		select {
+		case <-t.C:
+		case <-done:
+			return
+		}
+		c1, t1 := count(), time.Now()
+		onSample(at, float64(c1-c0)*8/1e9/t1.Sub(t0).Seconds())
+		c0, t0 = c1, t1
+	}
 }
 
 // tcpFlows is the traffic of one tcp measurement: its connections, the

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +38,16 @@ func TestRunTCP(t *testing.T) {
 	}
 	var progress strings.Builder
 	opts.Progress = &progress
+	var (
+		mu      sync.Mutex
+		samples = map[string][]TCPSample{}
+	)
+	opts.OnSample = func(s TCPSample) {
+		mu.Lock()
+		defer mu.Unlock()
+		k := s.Impl + " " + s.Config.String()
+		samples[k] = append(samples[k], s)
+	}
 	rep, err := RunTCP(ctx, opts)
 	t.Logf("progress:\n%s", progress.String())
 	if err != nil {
@@ -70,6 +81,19 @@ func TestRunTCP(t *testing.T) {
 			}
 			if r, ok := got[key+MetricRetrans]; !ok || r.Value < 0 || r.Unit != UnitSegments || r.During != MetricTCPGbps {
 				t.Errorf("row %q = %+v, %v: want a retrans count during tcp_gbps", key+MetricRetrans, r, ok)
+			}
+			// 200 ms windows: two 100 ms samples, the second
+			// possibly cut short by the end of the run.
+			mu.Lock()
+			ss := samples[impl+" "+c.String()]
+			mu.Unlock()
+			if len(ss) == 0 || len(ss) > 2 {
+				t.Errorf("%s %s: %d samples, want 1 or 2: %+v", impl, c, len(ss), ss)
+			}
+			for i, s := range ss {
+				if s.At != time.Duration(i+1)*TCPSampleInterval || s.Gbps < 0 || s.Impl != impl || s.Config != c {
+					t.Errorf("sample %d = %+v", i, s)
+				}
 			}
 		}
 	}
