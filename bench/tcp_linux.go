@@ -18,6 +18,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/sluicenet/sluice/fdbased"
 	"github.com/sluicenet/sluice/internal/netns"
 )
 
@@ -31,7 +32,7 @@ const gsoMaxSize = 1 << 16
 // fails, a corrupted stream included, is reported on Progress and in the
 // returned error (joined), and the others still run; setup failures and
 // cancellation of ctx end the run. The topology is removed in every case.
-func RunTCP(ctx context.Context, opts TCPOptions) (*Report, error) {
+func RunTCP(ctx context.Context, opts TCPOptions) (_ *Report, err error) {
 	opts = opts.withDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -43,7 +44,7 @@ func RunTCP(ctx context.Context, opts TCPOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer topo.close()
+	defer func() { err = errors.Join(err, topo.close()) }()
 
 	rep := &Report{}
 	var errs []error
@@ -158,6 +159,14 @@ func measureTCPFlows(ctx context.Context, topo *topology, pat *streamPattern, cf
 		return 0, 0, err
 	}
 	a := &attached{fds: fds, ep: ep, release: release}
+	if e, ok := ep.(*fdbased.Endpoint); ok {
+		// A figure must be of the mode its row names.
+		for _, m := range e.Modes() {
+			if m != cfg.Mode {
+				return 0, 0, errors.Join(fmt.Errorf("bench: sluice's endpoint fell back from %v to %v", cfg.Mode, m), a.close())
+			}
+		}
+	}
 	s, err := newSinkStack(ep, true)
 	if err != nil {
 		return 0, 0, errors.Join(err, a.close())
