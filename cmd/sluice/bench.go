@@ -13,7 +13,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `bench runs benchmark scenarios on network namespaces and a veth pair it
 creates for the run and removes afterwards (also on error or Ctrl-C). It never
 uses the machine's real interfaces, and all its traffic stays inside those
-namespaces (addresses in 192.0.2.0/24). It needs root.`,
+namespaces (addresses in 192.0.2.0/24 and 2001:db8::/64). It needs root.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(newBenchDispatchCmd(stdout, stderr))
