@@ -1,0 +1,347 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/sluicenet/sluice/bench"
+	"github.com/sluicenet/sluice/internal/testenv"
+)
+
+// TestBenchAllQuick runs the whole suite as `sluice bench all --quick
+// --duration 1s` would (every scenario, each on its reduced plan: about
+// 30 s for dispatch on a 2-vCPU VM) and checks what it writes, not how
+// fast anything was.
+func TestBenchAllQuick(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := filepath.Join(t.TempDir(), "out")
+	var stdout, stderr bytes.Buffer
+	args := []string{"bench", "all", "--duration", "1s", "--quick", "--quiet", "--out", dir}
+	code := execute(context.Background(), args, &stdout, &stderr)
+	t.Logf("stderr:\n%s", stderr.String())
+	if code != 0 {
+		t.Fatalf("execute(%q) = %d, want 0", args, code)
+	}
+
+	f, err := os.Open(filepath.Join(dir, resultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := bench.ReadResults(f)
+	if err != nil {
+		t.Fatalf("results.jsonl does not parse: %v", err)
+	}
+	if res.Machine.Kernel == "" || res.Machine.Cores < 1 || res.Machine.GoVersion == "" || res.Machine.SluiceVersion == "" || res.Machine.SluiceCommit == "" {
+		t.Errorf("machine facts incomplete: %+v", res.Machine)
+	}
+	if res.Run.Repeats != 1 || res.Run.DurationSec != 1 || !res.Run.Quick || res.Run.ElapsedSec <= 0 || res.Run.Interrupted {
+		t.Errorf("run facts %+v, want 1 repeat of 1s windows, quick, finished", res.Run)
+	}
+	// Every scenario produced rows or said why not.
+	rows, skips := map[string]int{}, map[string]string{}
+	for _, r := range res.Records {
+		switch r.Kind {
+		case bench.KindRow:
+			rows[r.Scenario]++
+			if r.Repeat != 1 || r.Impl == "" || r.Metric == "" || r.Unit == "" {
+				t.Errorf("incomplete row %+v", r)
+			}
+		case bench.KindSkip:
+			if r.Reason == "" {
+				t.Errorf("skip without a reason: %+v", r)
+			}
+			if r.Impl == "" && r.Config == "" {
+				skips[r.Scenario] = r.Reason
+			}
+		case bench.KindError:
+			t.Errorf("a step failed: %+v", r)
+		}
+	}
+	for _, sc := range bench.Scenarios() {
+		n := sc.Name()
+		if rows[n] == 0 && skips[n] == "" {
+			t.Errorf("scenario %s: no rows and no skip reason", n)
+		}
+		t.Logf("scenario %s: %d rows, skip %q", n, rows[n], skips[n])
+	}
+	if rows["dispatch"] == 0 {
+		t.Errorf("dispatch produced no rows as root")
+	}
+
+	summary, err := os.ReadFile(filepath.Join(dir, summaryFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(summary, stdout.Bytes()) {
+		t.Errorf("stdout is not summary.md")
+	}
+	for _, want := range []string{"# sluice bench all", "## dispatch", "| metric | unit | mode | channels | sluice | gvisor | sluice/gvisor |", "## Skipped"} {
+		if !bytes.Contains(summary, []byte(want)) {
+			t.Errorf("summary.md lacks %q:\n%s", want, summary)
+		}
+	}
+	report, err := os.ReadFile(filepath.Join(dir, reportFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svgs := regexp.MustCompile(`(?s)<svg .*?</svg>`).FindAll(report, -1)
+	if len(svgs) < 3 {
+		t.Errorf("report.html has %d SVGs, want a bar chart per dispatch metric at least", len(svgs))
+	}
+	for i, s := range svgs {
+		d := xml.NewDecoder(bytes.NewReader(s))
+		d.Strict = true
+		for {
+			_, err := d.Token()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("SVG %d of report.html is not well-formed: %v", i, err)
+			}
+		}
+	}
+}
+
+// TestBenchAllInterrupted sends SIGINT to `sluice bench all` in the middle
+// of a measurement and checks that it exits, says so, keeps what it had,
+// and leaves no namespace, veth, XDP program or process behind.
+func TestBenchAllInterrupted(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := buildBenchSluice(t)
+	dir := filepath.Join(t.TempDir(), "out")
+	linksBefore := rootLinks(t)
+
+	cmd := exec.Command(bin, "bench", "all", "--duration", "2s", "--only", "dispatch:metric=tcp_gbps:channels=1", "--quiet", "--out", dir)
+	// A process group of its own, so that anything it started and left
+	// would still be found after it exits.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			syscall.Kill(-pid, syscall.SIGKILL)
+			cmd.Wait()
+		}
+	})
+
+	var (
+		log       bytes.Buffer
+		logMu     sync.Mutex
+		firstDone = make(chan struct{})
+		once      sync.Once
+	)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logMu.Lock()
+			log.WriteString(sc.Text() + "\n")
+			logMu.Unlock()
+			if strings.HasPrefix(sc.Text(), "bench: [1/1 dispatch 1/") {
+				once.Do(func() { close(firstDone) })
+			}
+		}
+	}()
+	select {
+	case <-firstDone:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("no step finished within 2 minutes")
+	}
+	// The second step is under way: a topology is up and TCP flowing.
+	time.Sleep(1500 * time.Millisecond)
+	ns := benchNamespaces(t, pid)
+	if len(ns) == 0 {
+		t.Logf("no namespace of pid %d up at the interrupt (between measurements)", pid)
+	}
+	desc := descendants(pid)
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+		killed = true
+	case <-time.After(time.Minute):
+		t.Fatalf("sluice bench all did not exit within a minute of SIGINT")
+	}
+	logMu.Lock()
+	out := log.String()
+	logMu.Unlock()
+	t.Logf("stderr:\n%s", out)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Errorf("exit %v, want a non-zero status", err)
+	}
+	if !strings.Contains(out, "interrupted: the partial results are in") {
+		t.Errorf("stderr does not say it was interrupted")
+	}
+
+	// Nothing left behind.
+	if left := benchNamespaces(t, pid); len(left) > 0 {
+		t.Errorf("namespaces left: %v (were %v at the interrupt)", left, ns)
+	}
+	if after := rootLinks(t); !slices.Equal(after, linksBefore) {
+		t.Errorf("links in the root namespace changed: %v -> %v", linksBefore, after)
+	}
+	for _, p := range desc {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); err == nil {
+			t.Errorf("process %d, started by sluice, outlived it", p)
+		}
+	}
+	if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("processes left in sluice's process group (kill -0: %v)", err)
+	}
+
+	// What was measured before the interrupt was kept.
+	res, err := os.ReadFile(filepath.Join(dir, resultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := bench.ReadResults(bytes.NewReader(res))
+	if err != nil {
+		t.Fatalf("results.jsonl does not parse: %v", err)
+	}
+	if !r.Run.Interrupted {
+		t.Errorf("results.jsonl does not record the interruption")
+	}
+	var rows int
+	for _, rec := range r.Records {
+		if rec.Kind == bench.KindRow {
+			rows++
+		}
+	}
+	if rows < 2 {
+		t.Errorf("%d rows kept, want the first step's", rows)
+	}
+	for _, f := range []string{summaryFile, reportFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s not written after the interrupt: %v", f, err)
+		}
+	}
+}
+
+// benchNamespaces lists the named namespaces of bench runs of pid
+// ("slb<pid>-<n>-a|b", see bench/topology.go).
+func benchNamespaces(t *testing.T, pid int) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/var/run/netns")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "slb"+strconv.Itoa(pid)+"-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// rootLinks lists the links of the test's namespace with their XDP
+// state: a leaked veth or XDP program would show here.
+func rootLinks(t *testing.T) []string {
+	t.Helper()
+	ls, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range ls {
+		a := l.Attrs()
+		s := a.Name + "/" + l.Type()
+		if a.Xdp != nil && a.Xdp.Attached {
+			s += fmt.Sprintf("/xdp=%d", a.Xdp.ProgId)
+		}
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// descendants returns the processes below pid, from /proc.
+func descendants(pid int) []int {
+	parent := map[int]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces and ')'.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 1 {
+			if pp, err := strconv.Atoi(f[1]); err == nil {
+				parent[p] = pp
+			}
+		}
+	}
+	var out []int
+	for p := range parent {
+		for q := parent[p]; q > 1; q = parent[q] {
+			if q == pid {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+var (
+	benchBinOnce sync.Once
+	benchBin     string
+	benchBinErr  error
+)
+
+// buildBenchSluice builds the sluice binary once for the subprocess tests.
+func buildBenchSluice(t *testing.T) string {
+	t.Helper()
+	benchBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sluice-bench-bin")
+		if err != nil {
+			benchBinErr = err
+			return
+		}
+		benchBin = filepath.Join(dir, "sluice")
+		if out, err := exec.Command("go", "build", "-o", benchBin, ".").CombinedOutput(); err != nil {
+			benchBinErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if benchBinErr != nil {
+		t.Fatal(benchBinErr)
+	}
+	return benchBin
+}
