@@ -1,0 +1,72 @@
+package xdp
+
+import (
+	"log/slog"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+)
+
+// Device names the queues of one network device to open AF_XDP sockets on.
+type Device struct {
+	// Netns is the device's network namespace, a name under /var/run/netns
+	// or a path; "" is the caller's. The sockets are created and bound on
+	// a thread inside it, because the kernel resolves the interface index
+	// in the namespace the socket was created in (xsk_bind uses
+	// sock_net(sk)).
+	Netns string
+	// Iface is the device's name (required).
+	Iface string
+	// Queues are the rx queues to bind, one socket each. Empty means every
+	// rx queue the device has (its rx plus combined channels, as `ethtool
+	// -l` shows them).
+	Queues []int
+}
+
+// EndpointOptions are below: they name *Sockets, which exists on every
+// platform (as a stub outside Linux).
+
+// EndpointOptions configure an Endpoint. Field names and meanings follow
+// fdbased.Options (and gVisor's) where the two have the same knob.
+type EndpointOptions struct {
+	// Sockets are the AF_XDP sockets to read and write, one channel per
+	// socket. They are borrowed: the endpoint never closes them, and they
+	// must stay open until Close and Wait have returned.
+	Sockets *Sockets
+	// MTU is the endpoint's maximum transmission unit in bytes. Zero means
+	// the device's MTU, capped at what one frame holds (FrameSize - 256 -
+	// 14: 1778 with 2 KiB frames).
+	MTU uint32
+	// Address is the endpoint's MAC address. Empty means the device's.
+	Address tcpip.LinkAddress
+	// ClosedFunc, if set, is called once per reader that stops because its
+	// socket failed (the device went away); not when the endpoint is
+	// closed.
+	ClosedFunc func(tcpip.Error)
+	// GSOMaxSize is the largest TCP segment the stack may hand the
+	// endpoint, in bytes; zero disables GSO. The endpoint cuts larger
+	// segments into frames itself while copying them into the UMEM (the
+	// gso package), so the stack handles one 64 KiB segment instead of 45.
+	GSOMaxSize uint32
+	// GVisorGSOEnabled makes gVisor's TCP cut its segments itself and hand
+	// them over in batches (stack.GVisorGSOSupported) instead.
+	GVisorGSOEnabled bool
+	// TXChecksumOffload says the stack may leave outbound TCP and UDP
+	// checksums unfilled: AF_XDP has no checksum offload in copy mode, so
+	// such frames leave with whatever the stack put there. Only for peers
+	// that do not check (the reference's meaning).
+	TXChecksumOffload bool
+	// RXChecksumOffload says inbound checksums need not be verified. Frames
+	// that come out of a veth whose sender left checksums to the hardware
+	// (tx-checksumming on, the default) carry partial checksums, and
+	// AF_XDP passes no metadata to say so: set this, or turn tx-checksumming
+	// off on the sending side, or the stack drops them.
+	RXChecksumOffload bool
+	// GRO coalesces in-order TCP segments of a flow within each batch
+	// read from an rx ring (the gro package) before the stack sees them.
+	GRO bool
+	// InterfaceIndex is the index of the underlying device
+	// (informational); zero means the Sockets' device.
+	InterfaceIndex int
+	// Logger receives decisions taken once; nil discards.
+	Logger *slog.Logger
+}
