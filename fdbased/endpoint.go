@@ -20,22 +20,68 @@
 // netstack's own chunk pools, so a received frame is never copied on its way
 // up (the PACKET_RX_RING mode copies once, out of the ring). The views are
 // returned to the pools when the stack releases the packet.
+//
+// # Offloads
+//
+// Which offloads run is decided once, in NewEndpoint, and reported by
+// Offloads (and in Stats): what was requested, what is in effect and why.
+//
+//   - The virtio_net_hdr (PACKET_VNET_HDR, IFF_VNET_HDR) is what carries
+//     every kernel offload. It is on with Options.VnetHdr or host GSO; the
+//     endpoint sets or clears PACKET_VNET_HDR on its packet sockets to match,
+//     and follows a TUN descriptor's IFF_VNET_HDR, which cannot change.
+//   - GSO: with Options.GSOMaxSize the stack is told host GSO either way and
+//     hands over whole TCP super-segments (up to 64 KiB). With host GSO each
+//     goes to the kernel whole behind a GSO virtio_net_hdr; with
+//     GVisorGSOEnabled (software GSO), or where the kernel's GSO failed its
+//     probe, the endpoint cuts it into MSS-sized frames with package gso and
+//     writes them in one sendmmsg. (Told GVisorGSOSupported, gVisor's TCP
+//     would cut them itself, one WritePacket per segment, before the
+//     endpoint could batch them: tcp/connect.go, sendTCPBatch.)
+//   - TX checksums: a frame leaves with a partial checksum (NEEDS_CSUM, the
+//     kernel or the peer completes it) only behind a virtio_net_hdr, where
+//     the kernel honours the flag; without one the endpoint completes any
+//     partial checksum the stack left (host-GSO TCP segments) in software,
+//     and Options.TXChecksumOffload is refused (logged, and shown in
+//     Offloads), because the kernel never completes a checksum for a frame
+//     written without the header.
+//   - RX checksums and GRO: see package internal/stackrx. gVisor's NIC
+//     replaces pkt.RXChecksumValidated with the endpoint's capability on
+//     every packet, so the endpoint advertises CapabilityRXChecksumOffload
+//     whenever it verifies checksums itself (a virtio_net_hdr or GRO), and
+//     then verifies, once, only what the kernel did not vouch for.
+//   - The probe (Options.OffloadProbe, on by default): before trusting the
+//     kernel, the endpoint sends one frame per offload on its device (veth
+//     and TUN only) and watches what leaves (dataplane.ProbeOffloads); an
+//     offload that misbehaves is turned off alone, with the reason logged
+//     and reported.
+//
+// # Queueing
+//
+// With Options.Qdisc FIFO, WritePackets queues packets per channel (package
+// qdisc, with backpressure before it drops) and one goroutine per channel
+// writes them in batches; drops count in TxDropped. With None (the default)
+// WritePackets writes its packets at once, in one batch.
 package fdbased
 
 import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/sluicenet/sluice/dataplane"
+	"github.com/sluicenet/sluice/gro"
+	"github.com/sluicenet/sluice/internal/stackrx"
+	"github.com/sluicenet/sluice/qdisc"
 )
 
 // Options configure an endpoint. Field names and meanings follow gVisor's
@@ -63,21 +109,27 @@ type Options struct {
 	GSOMaxSize uint32
 	// GVisorGSOEnabled selects software GSO (the endpoint segments) instead
 	// of host GSO (the kernel segments, descriptors need a vnet header).
+	// Either way the stack hands over whole super-segments; see the
+	// package documentation.
 	GVisorGSOEnabled bool
 	// PacketDispatchMode is the inbound dispatch mechanism; it falls back,
 	// with a logged reason, when it does not fit a descriptor.
 	PacketDispatchMode dataplane.Mode
-	// TXChecksumOffload says the stack may leave outbound checksums to the
-	// kernel.
+	// TXChecksumOffload says the stack may leave outbound TCP and UDP
+	// checksums to the kernel. It needs a virtio_net_hdr (VnetHdr or host
+	// GSO); without one it is turned off, with the reason logged.
 	TXChecksumOffload bool
-	// RXChecksumOffload says inbound checksums need not be verified.
+	// RXChecksumOffload says inbound checksums need not be verified by
+	// anyone (the frames come from a veth on this host).
 	RXChecksumOffload bool
 	// MaxSyscallHeaderBytes, if non-zero, bounds the bytes of mmsghdr and
 	// iovec structures passed to one system call.
 	MaxSyscallHeaderBytes int
 	// InterfaceIndex is the index of the underlying device (informational).
 	InterfaceIndex int
-	// GRO enables generic receive offload before the stack.
+	// GRO enables generic receive offload before the stack: in-order TCP
+	// segments of a flow are coalesced, per delivering goroutine, into
+	// segments of up to 64 KiB (package gro).
 	GRO bool
 	// ProcessorsPerChannel is the number of goroutines per channel that
 	// deliver packets to the stack. Zero means GOMAXPROCS / len(FDs), at
@@ -97,6 +149,33 @@ type Options struct {
 	RingBlockSize, RingBlocks int
 	// Logger receives fallback decisions; nil discards.
 	Logger *slog.Logger
+
+	// GROFlushTimeout holds coalescing TCP flows across reads for up to
+	// this long, like the kernel's gro_flush_timeout: more coalescing
+	// when segments trickle in, at that much latency. Zero coalesces
+	// within each batch of frames read only.
+	GROFlushTimeout time.Duration
+	// Qdisc is the queueing discipline in front of the writes: None (the
+	// default) writes in WritePackets; FIFO queues per channel and writes
+	// from one goroutine per channel.
+	Qdisc qdisc.Kind
+	// QdiscQueueLen is each FIFO queue's capacity in packets (default
+	// qdisc.DefaultQueueLen); QdiscMaxWait how long a packet waits for
+	// room before it is dropped (default qdisc.DefaultMaxWait; negative
+	// drops at once, as gVisor's fifo does).
+	QdiscQueueLen int
+	QdiscMaxWait  time.Duration
+	// OffloadProbe says whether NewEndpoint checks, on the device, that
+	// the kernel handles each requested offload correctly before using
+	// it. The default (ProbeAuto) does, on veth and TUN devices.
+	OffloadProbe ProbeMode
+	// ProbeTimeout bounds the probe's wait for a frame that does not
+	// show up; zero means dataplane.DefaultProbeTimeout.
+	ProbeTimeout time.Duration
+
+	// probeFault is passed to dataplane.ProbeOptions.Fault: tests use it
+	// to simulate a kernel that mishandles offloaded frames.
+	probeFault func(dataplane.ProbeTest, []dataplane.ProbeObservation) []dataplane.ProbeObservation
 }
 
 func (o Options) validate() error {
@@ -118,8 +197,24 @@ func (o Options) validate() error {
 	if o.EthernetHeader && o.Address != "" && len(o.Address) != header.EthernetAddressSize {
 		return fmt.Errorf("fdbased: Options.Address %q: not a %d-byte MAC address", o.Address, header.EthernetAddressSize)
 	}
-	if o.VnetHdr && o.GVisorGSOEnabled {
-		return fmt.Errorf("fdbased: Options.VnetHdr with GVisorGSOEnabled: software GSO writes plain frames")
+	if o.GROFlushTimeout < 0 {
+		return fmt.Errorf("fdbased: Options.GROFlushTimeout %v: must not be negative", o.GROFlushTimeout)
+	}
+	if o.GROFlushTimeout > 0 && !o.GRO {
+		return fmt.Errorf("fdbased: Options.GROFlushTimeout %v without GRO", o.GROFlushTimeout)
+	}
+	switch o.Qdisc {
+	case qdisc.None, qdisc.FIFO:
+	default:
+		return fmt.Errorf("fdbased: Options.Qdisc %v: want none or fifo", o.Qdisc)
+	}
+	if o.QdiscQueueLen < 0 {
+		return fmt.Errorf("fdbased: Options.QdiscQueueLen %d: must not be negative", o.QdiscQueueLen)
+	}
+	switch o.OffloadProbe {
+	case ProbeAuto, ProbeOff:
+	default:
+		return fmt.Errorf("fdbased: Options.OffloadProbe %v: want ProbeAuto or ProbeOff", o.OffloadProbe)
 	}
 	return nil
 }
@@ -140,6 +235,14 @@ type Endpoint struct {
 	gsoKind stack.SupportedGSO
 	gsoMax  uint32
 	closedF func(tcpip.Error)
+	plan    offloadPlan // read-only after NewEndpoint
+	report  *dataplane.OffloadReport
+	rx      *stackrx.Receiver
+	qd      *qdisc.Qdisc[*stack.PacketBuffer] // nil with Options.Qdisc None
+	log     *slog.Logger
+	// badLogged is the Unix second an outbound packet was last refused
+	// in the log (logBadPacket).
+	badLogged atomic.Int64
 
 	mu   sync.RWMutex
 	mtu  uint32            // guarded by mu
@@ -172,25 +275,29 @@ func NewEndpoint(opts Options) (*Endpoint, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	e := &Endpoint{mtu: opts.MTU, addr: opts.Address, closedF: opts.ClosedFunc}
-	if opts.RXChecksumOffload {
-		e.caps |= stack.CapabilityRXChecksumOffload
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	if opts.TXChecksumOffload {
-		e.caps |= stack.CapabilityTXChecksumOffload
-	}
+	e := &Endpoint{mtu: opts.MTU, addr: opts.Address, closedF: opts.ClosedFunc, log: log}
 	if opts.EthernetHeader {
 		e.hdrSize = header.EthernetMinimumSize
 		e.caps |= stack.CapabilityResolutionRequired
 	}
-	if opts.GSOMaxSize != 0 {
-		e.gsoMax = opts.GSOMaxSize
-		e.gsoKind = stack.HostGSOSupported
-		if opts.GVisorGSOEnabled {
-			e.gsoKind = stack.GVisorGSOSupported
-		}
+	plan, err := planOffloads(&opts, log)
+	if err != nil {
+		return nil, err
 	}
-	e.vnetHdr = opts.VnetHdr || e.gsoKind == stack.HostGSOSupported
+	e.plan = plan
+	e.report = &e.plan.report
+	if plan.trust.AdvertiseRXChecksumOffload() {
+		e.caps |= stack.CapabilityRXChecksumOffload
+	}
+	if plan.txCsumCap {
+		e.caps |= stack.CapabilityTXChecksumOffload
+	}
+	e.gsoKind, e.gsoMax = plan.stackGSO, plan.gsoMax
+	e.vnetHdr = plan.vnet
 
 	ppc := opts.ProcessorsPerChannel
 	if ppc == 0 {
@@ -207,7 +314,7 @@ func NewEndpoint(opts Options) (*Endpoint, error) {
 			sendBatch = min(sendBatch, opts.SendBatchSize)
 		}
 	}
-	link, err := dataplane.New(dataplane.LinkOptions{
+	lo := dataplane.LinkOptions{
 		FDs:                  append([]int(nil), opts.FDs...),
 		Mode:                 opts.PacketDispatchMode,
 		EthernetHeader:       opts.EthernetHeader,
@@ -217,16 +324,82 @@ func NewEndpoint(opts Options) (*Endpoint, error) {
 		RingBlockSize:        opts.RingBlockSize,
 		RingBlocks:           opts.RingBlocks,
 		ProcessorsPerChannel: ppc,
-		Allocator:            viewAllocator{},
+		Allocator:            stackrx.ViewAllocator{},
 		Logger:               opts.Logger,
 		Closed:               e.channelClosed,
-	}, e)
+	}
+	if opts.GRO {
+		lo.BufferShape = groBufferShape(int(opts.MTU) + e.hdrSize)
+	}
+	link, err := dataplane.New(lo, e)
 	if err != nil {
 		return nil, fmt.Errorf("fdbased: %w", err)
 	}
 	e.link = link
+	e.rx, err = stackrx.New(stackrx.Options{
+		Ethernet:         opts.EthernetHeader,
+		Trust:            plan.trust,
+		GRO:              plan.gro,
+		GROFlushInterval: opts.GROFlushTimeout,
+		Deliverers:       link.NumDeliverers(),
+		Counters:         link.Counters(),
+	}, e.sink)
+	if err != nil {
+		link.Close()
+		return nil, fmt.Errorf("fdbased: %w", err)
+	}
+	if opts.Qdisc == qdisc.FIFO {
+		e.qd, err = qdisc.New(qdisc.BatchWriterFunc[*stack.PacketBuffer](e.writeList), qdisc.Options[*stack.PacketBuffer]{
+			Kind:     qdisc.FIFO,
+			Queues:   link.NumChannels(),
+			QueueLen: opts.QdiscQueueLen,
+			MaxWait:  opts.QdiscMaxWait,
+			Release:  (*stack.PacketBuffer).DecRef,
+		})
+		if err != nil {
+			link.Close()
+			e.rx.Close()
+			return nil, fmt.Errorf("fdbased: %w", err)
+		}
+	}
 	e.batches.New = func() any { return new(txBatch) }
+	modes := make([]string, link.NumChannels())
+	for i := range modes {
+		modes[i] = link.Mode(i).String()
+	}
+	log.Info("fdbased: endpoint ready",
+		"channels", link.NumChannels(), "dispatch", strings.Join(modes, ","), "requested", opts.PacketDispatchMode.String(),
+		"device", e.report.Device, "offloads", e.report.String())
 	return e, nil
+}
+
+// groBufferShape is the receive buffer chain with GRO: a first buffer that
+// holds a whole MTU-sized frame (GRO needs a frame's bytes contiguous, and a
+// frame spread over the reference's 128-, 256-... byte buffers would have to
+// be copied first), then the reference's larger sizes for super-frames,
+// adding up to at least the reference's total, which holds a 64 KiB IP
+// packet behind its headers.
+func groBufferShape(frame int) []int {
+	first := 2048
+	for first < frame {
+		first *= 2
+	}
+	total := 0
+	for _, s := range dataplane.DefaultBufferShape {
+		total += s
+	}
+	shape := []int{first}
+	sum := first
+	for _, s := range dataplane.DefaultBufferShape {
+		if s > first && sum < total {
+			shape = append(shape, s)
+			sum += s
+		}
+	}
+	if sum < total {
+		shape = append(shape, total-sum)
+	}
+	return shape
 }
 
 func (e *Endpoint) channelClosed(err error) {
@@ -240,61 +413,36 @@ func (e *Endpoint) channelClosed(err error) {
 	e.closedF(terr)
 }
 
-// viewAllocator reads frames into netstack views so that delivered frames
-// become packet buffers without a copy.
-type viewAllocator struct{}
-
-func (viewAllocator) Alloc(size int) dataplane.Buffer {
-	v := buffer.NewViewSize(size)
-	return dataplane.Buffer{Data: v.AsSlice(), Ref: v}
-}
-
-func (viewAllocator) Free(b dataplane.Buffer) {
-	if v, ok := b.Ref.(*buffer.View); ok {
-		v.Release()
-	}
-}
-
-// Deliver implements dataplane.Deliverer: it turns frames into packet
-// buffers and hands them to the attached stack.
+// Deliver implements dataplane.Deliverer: the frames become packet buffers,
+// through GRO when it is on, for the attached stack.
 func (e *Endpoint) Deliver(frames []dataplane.Frame) {
-	box := e.dispatcher.Load()
-	if box == nil {
+	if e.dispatcher.Load() == nil {
 		for i := range frames {
 			for _, b := range frames[i].Data {
-				viewAllocator{}.Free(b)
+				stackrx.ViewAllocator{}.Free(b)
 			}
 		}
 		e.link.Counters().RxDropped.Add(uint64(len(frames)))
 		return
 	}
+	e.rx.Deliver(frames)
+}
+
+// sink hands one packet to the attached stack (stackrx.Sink).
+func (e *Endpoint) sink(pkt *stack.PacketBuffer) {
+	box := e.dispatcher.Load()
+	if box == nil {
+		e.link.Counters().RxDropped.Add(1)
+		return
+	}
 	e.mu.RLock()
 	addr := e.addr
 	e.mu.RUnlock()
-	rxValidated := e.caps&stack.CapabilityRXChecksumOffload != 0
-	for i := range frames {
-		f := &frames[i]
-		var payload buffer.Buffer
-		for _, b := range f.Data {
-			v := b.Ref.(*buffer.View)
-			v.CapLength(len(b.Data))
-			payload.Append(v)
-		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
-		proto, ok := e.parseInbound(pkt, addr)
-		if !ok {
-			pkt.DecRef()
-			continue
-		}
-		// A frame the kernel marked NEEDS_CSUM was built on this host and
-		// never crossed a wire: its checksum is partial by design (the
-		// veth keeps TSO super-frames unchecksummed), so verifying it
-		// would reject good data. DATA_VALID means the kernel checked it.
-		pkt.RXChecksumValidated = rxValidated ||
-			(f.HasVnet && f.Vnet.Flags&(dataplane.VnetFlagNeedsCsum|dataplane.VnetFlagDataValid) != 0)
-		box.d.DeliverNetworkPacket(proto, pkt)
-		pkt.DecRef()
+	proto, ok := e.parseInbound(pkt, addr)
+	if !ok {
+		return
 	}
+	box.d.DeliverNetworkPacket(proto, pkt)
 }
 
 // parseInbound consumes the link header and reports the network protocol,
@@ -391,9 +539,20 @@ func (e *Endpoint) SetLinkAddress(addr tcpip.LinkAddress) {
 // processor goroutine has stopped (after Close or Attach(nil)).
 func (e *Endpoint) Wait() { e.link.Wait() }
 
-// Close implements stack.LinkEndpoint: it stops the readers. The descriptors
-// are not closed.
-func (e *Endpoint) Close() { e.closeOnce.Do(func() { e.link.Close() }) }
+// Close implements stack.LinkEndpoint: it stops the readers, and the qdisc's
+// writers (packets still queued are released unwritten). The descriptors are
+// not closed.
+func (e *Endpoint) Close() {
+	e.closeOnce.Do(func() {
+		e.link.Close()
+		if e.qd != nil {
+			e.qd.Close()
+		}
+		// GRO's flush timers may still hand a held flow to the stack
+		// until this returns; the readers are stopped by Wait.
+		e.rx.Close()
+	})
+}
 
 // SetOnCloseAction implements stack.LinkEndpoint.
 func (*Endpoint) SetOnCloseAction(func()) {}
@@ -438,8 +597,29 @@ func (e *Endpoint) GSOMaxSize() uint32 { return e.gsoMax }
 // SupportedGSO implements stack.GSOEndpoint.
 func (e *Endpoint) SupportedGSO() stack.SupportedGSO { return e.gsoKind }
 
-// Stats returns the endpoint's counters.
-func (e *Endpoint) Stats() dataplane.Stats { return e.link.Stats() }
+// Stats returns the endpoint's counters, with its offload decisions in
+// Stats.Offloads (shared: do not modify it).
+func (e *Endpoint) Stats() dataplane.Stats {
+	st := e.link.Stats()
+	st.Offloads = e.report
+	return st
+}
+
+// Offloads returns what the endpoint decided about each offload, requested
+// or not, and why: a copy the caller may keep.
+func (e *Endpoint) Offloads() *dataplane.OffloadReport { return e.report.Clone() }
+
+// GROStats returns the GRO counters summed over the delivering goroutines;
+// zero without GRO.
+func (e *Endpoint) GROStats() gro.Stats { return e.rx.GROStats() }
+
+// QdiscStats returns the FIFO qdisc's counters; zero without one.
+func (e *Endpoint) QdiscStats() qdisc.Stats {
+	if e.qd == nil {
+		return qdisc.Stats{}
+	}
+	return e.qd.Stats()
+}
 
 // Modes returns the dispatch mode each channel actually uses.
 func (e *Endpoint) Modes() []dataplane.Mode {

@@ -27,11 +27,14 @@ import (
 	"github.com/sluicenet/sluice/internal/testenv"
 )
 
-// Addresses from the documentation ranges: the netstack owns .1 on side A
-// (whose veth end has no kernel address), the kernel peer is .2 on side B.
+// Addresses from the documentation ranges: the netstack owns .1 and ::1 on
+// side A (whose veth end has no kernel address), the kernel peer is .2 and
+// ::2 on side B.
 var (
 	stackAddr4 = tcpip.AddrFrom4([4]byte{192, 0, 2, 1})
 	peerAddr4  = "192.0.2.2"
+	stackAddr6 = tcpip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 1})
+	peerAddr6  = "2001:db8::2"
 )
 
 type rig struct {
@@ -47,6 +50,8 @@ func newRig(t *testing.T, mode dataplane.Mode, channels int, opts Options) *rig 
 	t.Helper()
 	v := testenv.NewVeth(t)
 	testenv.IP(t, v.NSB, "addr", "add", peerAddr4+"/24", "dev", v.B)
+	// nodad: usable at once, not tentative for a second.
+	testenv.IP(t, v.NSB, "addr", "add", peerAddr6+"/64", "dev", v.B, "nodad")
 	var mac net.HardwareAddr
 	testenv.Do(t, v.NSA, func() error {
 		ifc, err := net.InterfaceByName(v.A)
@@ -93,7 +98,18 @@ func newRig(t *testing.T, mode dataplane.Mode, channels int, opts Options) *rig 
 	}, stack.AddressProperties{}); err != nil {
 		t.Fatalf("AddProtocolAddress: %v", err)
 	}
-	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
+	// ipv6.NewProtocol runs no duplicate address detection: the address
+	// is usable at once.
+	if err := s.AddProtocolAddress(1, tcpip.ProtocolAddress{
+		Protocol:          ipv6.ProtocolNumber,
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: stackAddr6, PrefixLen: 64},
+	}, stack.AddressProperties{}); err != nil {
+		t.Fatalf("AddProtocolAddress: %v", err)
+	}
+	s.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: 1},
+		{Destination: header.IPv6EmptySubnet, NIC: 1},
+	})
 	return &rig{veth: v, ep: ep, s: s, fds: fds}
 }
 
@@ -101,8 +117,11 @@ const transferBytes = 100 << 20
 
 // pattern is a reproducible pseudo-random stream, so that both sides can
 // hash what they expect without holding 100 MB.
-func pattern(seed uint64) io.Reader {
-	return io.LimitReader(&prngReader{r: rand.NewChaCha8([32]byte{byte(seed)})}, transferBytes)
+func pattern(seed uint64) io.Reader { return patternN(seed, transferBytes) }
+
+// patternN is pattern of n bytes.
+func patternN(seed uint64, n int64) io.Reader {
+	return io.LimitReader(&prngReader{r: rand.NewChaCha8([32]byte{byte(seed)})}, n)
 }
 
 type prngReader struct{ r *rand.ChaCha8 }
@@ -110,11 +129,20 @@ type prngReader struct{ r *rand.ChaCha8 }
 func (p *prngReader) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 // transfer sends transferBytes each way between a netstack TCP server and a
-// kernel client in the peer namespace and checks the SHA-256 of both
+// kernel client in the peer namespace, over IPv4, and checks the SHA-256 of
+// both streams.
+func transfer(t *testing.T, r *rig) { transferNS(t, r.s, r.veth.NSB, stackAddr4, transferBytes) }
+
+// transferNS sends n bytes each way between a netstack TCP server on addr
+// and a kernel client in namespace ns and checks the SHA-256 of both
 // streams.
-func transfer(t *testing.T, r *rig) {
+func transferNS(t *testing.T, s *stack.Stack, ns string, addr tcpip.Address, n int64) {
 	t.Helper()
-	ln, err := gonet.ListenTCP(r.s, tcpip.FullAddress{NIC: 1, Addr: stackAddr4, Port: 5001}, ipv4.ProtocolNumber)
+	proto := ipv4.ProtocolNumber
+	if addr.Len() == 16 {
+		proto = ipv6.ProtocolNumber
+	}
+	ln, err := gonet.ListenTCP(s, tcpip.FullAddress{NIC: 1, Addr: addr, Port: 5001}, proto)
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
@@ -134,36 +162,36 @@ func transfer(t *testing.T, r *rig) {
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(2 * time.Minute))
 		h := sha256.New()
-		if _, err := io.CopyN(h, c, transferBytes); err != nil {
+		if _, err := io.CopyN(h, c, n); err != nil {
 			srv <- result{err: fmt.Errorf("server read: %w", err)}
 			return
 		}
 		var res result
 		copy(res.up[:], h.Sum(nil))
-		if _, err := io.Copy(c, pattern(2)); err != nil {
+		if _, err := io.Copy(c, patternN(2, n)); err != nil {
 			res.err = fmt.Errorf("server write: %w", err)
 		}
 		srv <- res
 	}()
 
 	var conn net.Conn
-	testenv.Do(t, r.veth.NSB, func() error {
+	testenv.Do(t, ns, func() error {
 		var err error
-		conn, err = net.DialTimeout("tcp", net.JoinHostPort(stackAddr4.String(), "5001"), 10*time.Second)
+		conn, err = net.DialTimeout("tcp", net.JoinHostPort(addr.String(), "5001"), 10*time.Second)
 		return err
 	})
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(2 * time.Minute))
 	wantUp := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(conn, wantUp), pattern(1)); err != nil {
+	if _, err := io.Copy(io.MultiWriter(conn, wantUp), patternN(1, n)); err != nil {
 		t.Fatalf("client write: %v", err)
 	}
 	gotDown := sha256.New()
-	if _, err := io.CopyN(gotDown, conn, transferBytes); err != nil {
+	if _, err := io.CopyN(gotDown, conn, n); err != nil {
 		t.Fatalf("client read: %v", err)
 	}
 	wantDown := sha256.New()
-	io.Copy(wantDown, pattern(2))
+	io.Copy(wantDown, patternN(2, n))
 
 	res := <-srv
 	if res.err != nil {
