@@ -105,7 +105,7 @@ func TestBadDescriptorsCounted(t *testing.T) {
 	held := k.takeFill(t) // a chunk the kernel keeps: reported twice below
 	good()
 	k.report(Desc{Addr: uint64(len(k.mem)) + 100, Len: 60}) // outside the UMEM
-	k.report(Desc{Addr: math.MaxUint64, Len: 60})            // far outside
+	k.report(Desc{Addr: math.MaxUint64, Len: 60})           // far outside
 	good()
 	c := k.takeFill(t)
 	k.report(Desc{Addr: c + 100, Len: 2048}) // runs past its chunk: recycled
