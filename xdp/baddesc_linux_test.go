@@ -12,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/sluicenet/sluice/internal/stackrx"
 	"github.com/sluicenet/sluice/internal/testenv"
 )
 
@@ -90,6 +91,11 @@ func (d *recordingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *st
 func TestBadDescriptorsCounted(t *testing.T) {
 	sk, k := newFakeSocket(t, 32, 16)
 	e := &Endpoint{addr: "\x02\x00\x00\x00\x00\x01"}
+	rx, err := stackrx.New(stackrx.Options{Ethernet: true, Deliverers: 1, Counters: &e.counters}, e.sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.rx = rx
 	d := &recordingDispatcher{}
 	e.dispatcher.Store(&dispatcherBox{d})
 	q := &queue{ep: e, sk: sk}

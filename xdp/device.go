@@ -43,26 +43,30 @@ type EndpointOptions struct {
 	// closed.
 	ClosedFunc func(tcpip.Error)
 	// GSOMaxSize is the largest TCP segment the stack may hand the
-	// endpoint, in bytes; zero disables GSO. The endpoint cuts larger
-	// segments into frames itself while copying them into the UMEM (the
-	// gso package), so the stack handles one 64 KiB segment instead of 45.
+	// endpoint, in bytes; zero disables GSO. The stack is told host GSO,
+	// and the endpoint cuts larger segments into frames itself while
+	// copying them into the UMEM (package gso), so the stack handles one
+	// 64 KiB segment instead of 45.
 	GSOMaxSize uint32
-	// GVisorGSOEnabled makes gVisor's TCP cut its segments itself and hand
-	// them over in batches (stack.GVisorGSOSupported) instead.
+	// GVisorGSOEnabled is accepted for fdbased compatibility and changes
+	// nothing: there is no kernel GSO behind AF_XDP, so the endpoint
+	// segments in software whenever GSOMaxSize is set.
 	GVisorGSOEnabled bool
-	// TXChecksumOffload says the stack may leave outbound TCP and UDP
-	// checksums unfilled: AF_XDP has no checksum offload in copy mode, so
-	// such frames leave with whatever the stack put there. Only for peers
-	// that do not check (the reference's meaning).
+	// TXChecksumOffload is refused (logged, and reported in Offloads):
+	// AF_XDP completes no checksum, so frames would leave with whatever
+	// the stack left in them. The endpoint completes the partial
+	// checksums of GSO segments itself.
 	TXChecksumOffload bool
-	// RXChecksumOffload says inbound checksums need not be verified. Frames
-	// that come out of a veth whose sender left checksums to the hardware
+	// RXChecksumOffload says inbound checksums need not be verified.
+	// Frames out of a veth whose sender left checksums to the hardware
 	// (tx-checksumming on, the default) carry partial checksums, and
-	// AF_XDP passes no metadata to say so: set this, or turn tx-checksumming
-	// off on the sending side, or the stack drops them.
+	// AF_XDP passes no metadata to say so: set this for such a peer (the
+	// sandbox's veth), or turn tx-checksumming off on the sending side.
+	// Frames from a wire carry full checksums and need it off.
 	RXChecksumOffload bool
 	// GRO coalesces in-order TCP segments of a flow within each batch
-	// read from an rx ring (the gro package) before the stack sees them.
+	// read from an rx ring before the stack sees them (internal/stackrx,
+	// as fdbased does), verifying their checksums once as it goes.
 	GRO bool
 	// InterfaceIndex is the index of the underlying device
 	// (informational); zero means the Sockets' device.

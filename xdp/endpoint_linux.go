@@ -14,8 +14,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/sluicenet/sluice/dataplane"
-	"github.com/sluicenet/sluice/gro"
 	"github.com/sluicenet/sluice/internal/rawfile"
+	"github.com/sluicenet/sluice/internal/stackrx"
 )
 
 func (o EndpointOptions) validate() error {
@@ -37,7 +37,8 @@ func (o EndpointOptions) validate() error {
 
 // Endpoint is a gVisor stack.LinkEndpoint over AF_XDP sockets: one reader
 // goroutine per socket takes frames from its rx ring, copies them into
-// netstack views (optionally through GRO) and delivers them to the stack;
+// netstack views and delivers them to the stack through internal/stackrx
+// (GRO and checksum verification, as fdbased does);
 // outbound packets are copied (and, for GSO, segmented) straight into send
 // chunks of the socket their flow hashes to, and the kernel is kicked once
 // per batch.
@@ -48,7 +49,8 @@ type Endpoint struct {
 	gsoKind stack.SupportedGSO
 	gsoMax  uint32
 	closedF func(tcpip.Error)
-	rxValid bool
+	rx      *stackrx.Receiver
+	report  dataplane.OffloadReport // read-only after NewEndpoint
 	log     *slog.Logger
 
 	mu   sync.RWMutex
@@ -79,9 +81,9 @@ type queue struct {
 	sk *Socket
 
 	// Receive side: the reader goroutine only.
+	idx  int // the queue's index among the endpoint's, its deliverer number
 	out  []dataplane.Frame
 	bufs []dataplane.Buffer // backing of the frames' Data
-	gro  *gro.GRO
 
 	// Send side.
 	mu     sync.Mutex
@@ -99,7 +101,7 @@ func NewEndpoint(opts EndpointOptions) (*Endpoint, error) {
 		return nil, err
 	}
 	s := opts.Sockets
-	e := &Endpoint{socks: s, closedF: opts.ClosedFunc, rxValid: opts.RXChecksumOffload, log: opts.Logger, addr: opts.Address, mtu: opts.MTU}
+	e := &Endpoint{socks: s, closedF: opts.ClosedFunc, log: opts.Logger, addr: opts.Address, mtu: opts.MTU}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -109,40 +111,84 @@ func NewEndpoint(opts EndpointOptions) (*Endpoint, error) {
 	if e.mtu == 0 {
 		e.mtu = uint32(min(s.mtu, maxFrameLen(s.opts.FrameSize)-header.EthernetMinimumSize))
 	}
-	e.caps = stack.CapabilityResolutionRequired
-	if opts.RXChecksumOffload {
-		e.caps |= stack.CapabilityRXChecksumOffload
-	}
-	if opts.TXChecksumOffload {
-		e.caps |= stack.CapabilityTXChecksumOffload
-	}
-	if opts.GSOMaxSize != 0 {
-		e.gsoMax = opts.GSOMaxSize
-		e.gsoKind = stack.HostGSOSupported
-		if opts.GVisorGSOEnabled {
-			e.gsoKind = stack.GVisorGSOSupported
-		}
-	}
+	trust := e.planOffloads(opts)
 	fd, err := rawfile.NewStopFD()
 	if err != nil {
 		return nil, fmt.Errorf("xdp: endpoint: %w", err)
 	}
 	e.stopFD = fd
-	for i := 0; i < s.Len(); i++ {
-		q := &queue{ep: e, sk: s.Socket(i),
-			out:  make([]dataplane.Frame, 0, s.opts.BatchSize),
-			bufs: make([]dataplane.Buffer, 0, s.opts.BatchSize)}
-		if opts.GRO {
-			g, err := gro.New(gro.Options{Ethernet: true})
-			if err != nil {
-				unix.Close(fd)
-				return nil, fmt.Errorf("xdp: endpoint: %w", err)
-			}
-			q.gro = g
-		}
-		e.queues = append(e.queues, q)
+	e.rx, err = stackrx.New(stackrx.Options{
+		Ethernet:   true,
+		Trust:      trust,
+		GRO:        opts.GRO,
+		Deliverers: s.Len(),
+		Counters:   &e.counters,
+	}, e.sink)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("xdp: endpoint: %w", err)
 	}
+	for i := 0; i < s.Len(); i++ {
+		e.queues = append(e.queues, &queue{ep: e, sk: s.Socket(i), idx: i,
+			out:  make([]dataplane.Frame, 0, s.opts.BatchSize),
+			bufs: make([]dataplane.Buffer, 0, s.opts.BatchSize)})
+	}
+	e.log.Info("xdp: endpoint ready", "iface", s.Iface(), "queues", s.Len(), "mode", s.Mode(), "offloads", e.report.String())
 	return e, nil
+}
+
+// planOffloads decides the endpoint's offloads, sets its capabilities and
+// GSO kind, fills its report and returns who verifies inbound checksums.
+func (e *Endpoint) planOffloads(opts EndpointOptions) stackrx.Trust {
+	e.caps = stack.CapabilityResolutionRequired
+	// Who verifies inbound checksums, as fdbased decides it: nobody with
+	// RX checksum offload; with GRO, stackrx once (GRO checks TCP as it
+	// coalesces); otherwise the stack. AF_XDP passes no checksum state,
+	// so nothing is vouched for by the kernel.
+	trust := stackrx.StackVerifies
+	switch {
+	case opts.RXChecksumOffload:
+		trust = stackrx.TrustAll
+	case opts.GRO:
+		trust = stackrx.VerifyHere
+	}
+	if trust.AdvertiseRXChecksumOffload() {
+		e.caps |= stack.CapabilityRXChecksumOffload
+	}
+	// There is no kernel GSO behind AF_XDP: with GSOMaxSize the stack is
+	// told host GSO and hands over whole TCP segments, which the endpoint
+	// cuts into frames as it copies them into the UMEM, whether or not
+	// GVisorGSOEnabled (told GVisorGSOSupported, gVisor's TCP would cut
+	// them itself, before the endpoint could batch them, as fdbased notes).
+	if opts.GSOMaxSize != 0 {
+		e.gsoMax = opts.GSOMaxSize
+		e.gsoKind = stack.HostGSOSupported
+	}
+	st := func(name string, requested, effective bool, reason string) {
+		e.report.Offloads = append(e.report.Offloads, dataplane.OffloadState{Name: name, Requested: requested, Effective: effective, Reason: reason})
+	}
+	e.report.Device = e.socks.Iface()
+	txReason := ""
+	if opts.TXChecksumOffload {
+		// Copy mode builds an skb with no csum_start from the frame
+		// (xsk_build_skb), and a NIC in zero-copy mode sends the bytes
+		// as they are: a checksum the stack left empty stays empty.
+		txReason = "AF_XDP completes no checksum: frames would leave with the stack's empty checksums"
+		e.log.Warn("xdp: TXChecksumOffload refused", "reason", txReason)
+	}
+	st(dataplane.OffloadTxChecksum, opts.TXChecksumOffload, false, txReason)
+	st(dataplane.OffloadRxChecksum, opts.RXChecksumOffload, trust != stackrx.StackVerifies, trust.String())
+	swReason := ""
+	if opts.GSOMaxSize > 0 {
+		swReason = "segments leave fully checksummed (AF_XDP has no segmentation offload)"
+	}
+	st(dataplane.OffloadSoftwareGSO, opts.GSOMaxSize > 0, opts.GSOMaxSize > 0, swReason)
+	groReason := ""
+	if opts.GRO {
+		groReason = "within each batch taken from an rx ring"
+	}
+	st(dataplane.OffloadGRO, opts.GRO, opts.GRO, groReason)
+	return trust
 }
 
 // Attach implements stack.LinkEndpoint. The first non-nil dispatcher starts
@@ -215,6 +261,7 @@ func (e *Endpoint) Wait() { e.wg.Wait() }
 func (e *Endpoint) Close() {
 	e.closeOnce.Do(func() {
 		e.stopping.Store(true)
+		e.rx.Close()
 		if err := rawfile.Stop(e.stopFD); err != nil {
 			e.log.Error("xdp: stop readers", "err", err)
 		}
@@ -269,6 +316,7 @@ func (e *Endpoint) SupportedGSO() stack.SupportedGSO { return e.gsoKind }
 // readers refused (see XDPStats for the reasons).
 func (e *Endpoint) Stats() dataplane.Stats {
 	st := e.counters.Snapshot()
+	st.Offloads = &e.report
 	for _, q := range e.queues {
 		for r, n := range q.sk.BadDescs() {
 			if DescError(r) != DescOK {
@@ -283,7 +331,6 @@ func (e *Endpoint) Stats() dataplane.Stats {
 // not be called after the sockets are closed.
 func (e *Endpoint) XDPStats() (XDPStats, error) {
 	st := XDPStats{Mode: e.socks.Mode().String(), Queues: len(e.queues)}
-	var groSt gro.Stats
 	for _, q := range e.queues {
 		for r, n := range q.sk.BadDescs() {
 			if n > 0 {
@@ -300,18 +347,17 @@ func (e *Endpoint) XDPStats() (XDPStats, error) {
 			return st, err
 		}
 		st.Kernel = st.Kernel.Add(k)
-		if q.gro != nil {
-			g := q.gro.Stats()
-			for i := range g.Frames {
-				groSt.Frames[i] += g.Frames[i]
-			}
-			groSt.Packets += g.Packets
-			groSt.Coalesced += g.Coalesced
-			st.GRO = &groSt
-		}
+	}
+	if e.report.Effective(dataplane.OffloadGRO) {
+		g := e.rx.GROStats()
+		st.GRO = &g
 	}
 	return st, nil
 }
+
+// Offloads returns what the endpoint decided about each offload (shared:
+// do not modify it).
+func (e *Endpoint) Offloads() *dataplane.OffloadReport { return &e.report }
 
 // Mode returns how the sockets are bound: BindCopy or BindZeroCopy.
 func (e *Endpoint) Mode() BindMode { return e.socks.Mode() }

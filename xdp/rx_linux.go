@@ -3,15 +3,13 @@
 package xdp
 
 import (
-	"gvisor.dev/gvisor/pkg/buffer"
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/sluicenet/sluice/dataplane"
-	"github.com/sluicenet/sluice/gro"
+	"github.com/sluicenet/sluice/internal/stackrx"
 )
 
 // idlePollMs bounds a reader's sleep: the kernel does not wake an AF_XDP
@@ -68,61 +66,30 @@ func (q *queue) fail(errno unix.Errno) {
 	}
 }
 
-// take copies a batch of frames out of the UMEM into netstack views (the
-// UMEM chunks go back to the kernel when it returns), through GRO when it
-// is on. Frames too short for an Ethernet header are counted as errors.
+// take copies a batch of frames out of the UMEM into netstack views; the
+// UMEM chunks go back to the kernel when it returns. Frames too short for
+// an Ethernet header are counted as errors.
 func (q *queue) take(frames [][]byte) {
 	c := &q.ep.counters
-	if q.gro == nil {
-		for _, f := range frames {
-			if len(f) < header.EthernetMinimumSize {
-				c.RxErrors.Add(1)
-				continue
-			}
-			q.out = append(q.out, q.frame(f, dataplane.VnetHdr{}, false))
-		}
-		return
-	}
-	in := gro.Input{Csum: gro.CsumUnknown}
-	if q.ep.rxValid {
-		in.Csum = gro.CsumValid
-	}
-	for i, f := range frames {
+	for _, f := range frames {
 		if len(f) < header.EthernetMinimumSize {
 			c.RxErrors.Add(1)
 			continue
 		}
-		in.Tag = uint64(i)
-		q.gro.Enqueue(f, in)
-	}
-	q.gro.Flush(func(out []byte, m gro.Meta) {
-		q.out = append(q.out, q.frame(out, m.Vnet, m.Segments > 0))
-	})
-}
-
-// frame copies b into a fresh view and describes it as a dataplane.Frame,
-// the shape fdbased's Deliver takes.
-func (q *queue) frame(b []byte, vnet dataplane.VnetHdr, hasVnet bool) dataplane.Frame {
-	v := buffer.NewViewSize(len(b))
-	copy(v.AsSlice(), b)
-	c := &q.ep.counters
-	c.RxPackets.Add(1)
-	c.RxBytes.Add(uint64(len(b)))
-	// The one-buffer Data slices share one backing array per batch, so
-	// that taking a frame allocates nothing but the view.
-	var data []dataplane.Buffer
-	if n := len(q.bufs); n < cap(q.bufs) {
-		q.bufs = append(q.bufs, dataplane.Buffer{Data: v.AsSlice(), Ref: v})
-		data = q.bufs[n : n+1 : n+1]
-	} else {
-		data = []dataplane.Buffer{{Data: v.AsSlice(), Ref: v}}
-	}
-	return dataplane.Frame{
-		Data:    data,
-		Len:     len(b),
-		Vnet:    vnet,
-		HasVnet: hasVnet,
-		Channel: q.sk.queue,
+		b := stackrx.ViewAllocator{}.Alloc(len(f))
+		copy(b.Data, f)
+		c.RxPackets.Add(1)
+		c.RxBytes.Add(uint64(len(f)))
+		// The one-buffer Data slices share one backing array per batch,
+		// so that taking a frame allocates nothing but the view.
+		var data []dataplane.Buffer
+		if n := len(q.bufs); n < cap(q.bufs) {
+			q.bufs = append(q.bufs, b)
+			data = q.bufs[n : n+1 : n+1]
+		} else {
+			data = []dataplane.Buffer{b}
+		}
+		q.out = append(q.out, dataplane.Frame{Data: data, Len: len(f), Channel: q.sk.queue, Processor: q.idx})
 	}
 }
 
@@ -139,57 +106,44 @@ func (q *queue) deliver() {
 	q.bufs = q.bufs[:0]
 }
 
-// Deliver implements dataplane.Deliverer, as fdbased.Endpoint does: it
-// turns frames whose buffers are netstack views into packet buffers and
-// hands them to the attached stack. Frames not for this endpoint's MAC
-// (unicast to another) are dropped.
+// Deliver implements dataplane.Deliverer, as fdbased.Endpoint does: frames
+// whose buffers are netstack views (stackrx.ViewAllocator) become packets
+// for the attached stack, through GRO and checksum verification as
+// EndpointOptions ask (internal/stackrx). Frames of one call must share
+// their Processor, which is how stackrx finds the caller's GRO state.
 func (e *Endpoint) Deliver(frames []dataplane.Frame) {
-	box := e.dispatcher.Load()
-	if box == nil {
+	if e.dispatcher.Load() == nil {
 		for i := range frames {
-			releaseFrame(&frames[i])
+			for _, b := range frames[i].Data {
+				stackrx.ViewAllocator{}.Free(b)
+			}
 		}
 		e.counters.RxDropped.Add(uint64(len(frames)))
+		return
+	}
+	e.rx.Deliver(frames)
+}
+
+// sink hands one packet to the attached stack (stackrx.Sink): frames not
+// for this endpoint's MAC (unicast to another) are dropped.
+func (e *Endpoint) sink(pkt *stack.PacketBuffer) {
+	box := e.dispatcher.Load()
+	if box == nil {
+		e.counters.RxDropped.Add(1)
+		return
+	}
+	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	if !ok {
+		e.counters.RxErrors.Add(1)
 		return
 	}
 	e.mu.RLock()
 	addr := e.addr
 	e.mu.RUnlock()
-	for i := range frames {
-		f := &frames[i]
-		var payload buffer.Buffer
-		for _, b := range f.Data {
-			v := b.Ref.(*buffer.View)
-			v.CapLength(len(b.Data))
-			payload.Append(v)
-		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
-		hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-		if !ok {
-			e.counters.RxErrors.Add(1)
-			pkt.DecRef()
-			continue
-		}
-		eth := header.Ethernet(hdr)
-		if dst := eth.DestinationAddress(); dst != addr && dst[0]&0x01 == 0 {
-			pkt.DecRef()
-			continue
-		}
-		proto := eth.Type()
-		pkt.NetworkProtocolNumber = proto
-		// DATA_VALID from GRO means it checked (or computed) the
-		// checksum; NEEDS_CSUM that it kept a partial one on purpose.
-		pkt.RXChecksumValidated = e.rxValid ||
-			(f.HasVnet && f.Vnet.Flags&(dataplane.VnetFlagNeedsCsum|dataplane.VnetFlagDataValid) != 0)
-		box.d.DeliverNetworkPacket(proto, pkt)
-		pkt.DecRef()
+	eth := header.Ethernet(hdr)
+	if dst := eth.DestinationAddress(); dst != addr && dst[0]&0x01 == 0 {
+		return
 	}
-}
-
-func releaseFrame(f *dataplane.Frame) {
-	for _, b := range f.Data {
-		if v, ok := b.Ref.(*buffer.View); ok {
-			v.Release()
-		}
-	}
+	pkt.NetworkProtocolNumber = eth.Type()
+	box.d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
 }
