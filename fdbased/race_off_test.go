@@ -1,0 +1,5 @@
+//go:build !race
+
+package fdbased
+
+const raceEnabled = false
