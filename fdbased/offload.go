@@ -127,8 +127,8 @@ func planOffloads(opts *Options, log *slog.Logger) (offloadPlan, error) {
 		}
 	}
 	for i, fd := range opts.FDs {
-		if kinds[i] == descTUN && !has[i] {
-			return p, fmt.Errorf("fdbased: Options.FDs mixes TUN descriptors with and without IFF_VNET_HDR (fd %d has none)", fd)
+		if kinds[i] == descTUN && has[i] != vnet {
+			return p, fmt.Errorf("fdbased: Options.FDs mixes TUN descriptors with and without IFF_VNET_HDR (fd %d: %t)", fd, has[i])
 		}
 	}
 	if err := setPacketVnet(opts.FDs, kinds, has, vnet, log); err != nil {
@@ -276,8 +276,12 @@ func planOffloads(opts *Options, log *slog.Logger) (offloadPlan, error) {
 		on   bool
 	}{{dataplane.OffloadHostGSOTCPv4, host4}, {dataplane.OffloadHostGSOTCPv6, host6}} {
 		reason := ""
-		if hostWanted && !g.on && probeState[g.name] != dataplane.ProbeFailed {
-			reason = "needs a virtio_net_hdr and NEEDS_CSUM; segmented in software instead"
+		switch {
+		case !hostWanted || g.on || probeState[g.name] == dataplane.ProbeFailed:
+		case !p.vnet:
+			reason = "no virtio_net_hdr to carry it; segmented in software instead"
+		default:
+			reason = "every GSO frame carries a partial checksum, which the kernel does not complete here (see tx-checksum); segmented in software instead"
 		}
 		st(g.name, hostWanted, g.on, reason)
 	}

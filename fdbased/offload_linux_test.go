@@ -2,8 +2,12 @@ package fdbased
 
 import (
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sluicenet/sluice/dataplane"
 	"github.com/sluicenet/sluice/internal/testenv"
@@ -141,5 +145,84 @@ func checkOffloadEffects(t *testing.T, r *rig, opts Options) {
 	}
 	if st.RxErrors != 0 {
 		t.Errorf("%d receive errors on a clean link", st.RxErrors)
+	}
+}
+
+// The probe turns off exactly the offload a (simulated) kernel mishandles,
+// reports why, and the endpoint still moves data correctly without it.
+func TestOffloadProbeFaults(t *testing.T) {
+	testenv.RequireRoot(t)
+	drop := func(which dataplane.ProbeTest) func(dataplane.ProbeTest, []dataplane.ProbeObservation) []dataplane.ProbeObservation {
+		return func(test dataplane.ProbeTest, obs []dataplane.ProbeObservation) []dataplane.ProbeObservation {
+			if test == which {
+				return nil
+			}
+			return obs
+		}
+	}
+	corrupt := func(which dataplane.ProbeTest) func(dataplane.ProbeTest, []dataplane.ProbeObservation) []dataplane.ProbeObservation {
+		return func(test dataplane.ProbeTest, obs []dataplane.ProbeObservation) []dataplane.ProbeObservation {
+			if test != which {
+				return obs
+			}
+			var out []dataplane.ProbeObservation
+			for _, o := range obs {
+				o.Data = append([]byte(nil), o.Data...)
+				o.Data[len(o.Data)-1] ^= 0xff
+				o.Vnet.Flags &^= dataplane.VnetFlagNeedsCsum
+				out = append(out, o)
+			}
+			return out
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		opts   Options
+		fault  func(dataplane.ProbeTest, []dataplane.ProbeObservation) []dataplane.ProbeObservation
+		failed string          // the offload whose probe fails
+		on     map[string]bool // effective states to check
+		vnet   bool            // PACKET_VNET_HDR left on the socket
+	}{
+		{"tcpv6 gso frames dropped", Options{GSOMaxSize: 65536}, drop(dataplane.ProbeGSOTCPv6), dataplane.OffloadHostGSOTCPv6,
+			map[string]bool{dataplane.OffloadHostGSOTCPv4: true, dataplane.OffloadHostGSOTCPv6: false, dataplane.OffloadSoftwareGSO: true, dataplane.OffloadVnetHdr: true}, true},
+		{"tcpv4 gso frames corrupted", Options{GSOMaxSize: 65536}, corrupt(dataplane.ProbeGSOTCPv4), dataplane.OffloadHostGSOTCPv4,
+			map[string]bool{dataplane.OffloadHostGSOTCPv4: false, dataplane.OffloadHostGSOTCPv6: true, dataplane.OffloadSoftwareGSO: true}, true},
+		{"partial checksums not completed", Options{GSOMaxSize: 65536, TXChecksumOffload: true}, corrupt(dataplane.ProbeChecksum), dataplane.OffloadTxChecksum,
+			map[string]bool{dataplane.OffloadTxChecksum: false, dataplane.OffloadHostGSOTCPv4: false, dataplane.OffloadHostGSOTCPv6: false, dataplane.OffloadSoftwareGSO: true, dataplane.OffloadVnetHdr: true}, true},
+		{"virtio_net_hdr frames mangled", Options{GSOMaxSize: 65536, RXChecksumOffload: true}, corrupt(dataplane.ProbePlain), dataplane.OffloadVnetHdr,
+			map[string]bool{dataplane.OffloadVnetHdr: false, dataplane.OffloadHostGSOTCPv4: false, dataplane.OffloadSoftwareGSO: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := tc.opts
+			opts.probeFault = tc.fault
+			var logs logBuffer
+			opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			r := newRig(t, dataplane.RecvMMsg, 1, opts)
+			rep := r.ep.Offloads()
+			t.Logf("offloads: %s", rep)
+			s, _ := rep.Get(tc.failed)
+			if s.Probe != dataplane.ProbeFailed || !strings.HasPrefix(s.Reason, "probe: ") {
+				t.Errorf("%s: probe %q reason %q, want a failed probe with its reason", tc.failed, s.Probe, s.Reason)
+			}
+			for name, want := range tc.on {
+				if got, _ := rep.Get(name); got.Effective != want {
+					t.Errorf("%s effective %t, want %t (%s)", name, got.Effective, want, got.Reason)
+				}
+			}
+			for _, o := range rep.Offloads {
+				if o.Name != tc.failed && o.Probe == dataplane.ProbeFailed {
+					t.Errorf("%s failed too; only %s is broken", o.Name, tc.failed)
+				}
+			}
+			if !strings.Contains(logs.String(), "offload off") {
+				t.Errorf("the decision is not logged:\n%s", logs.String())
+			}
+			v, err := unix.GetsockoptInt(r.fds[0], unix.SOL_PACKET, unix.PACKET_VNET_HDR)
+			if err != nil || (v != 0) != tc.vnet {
+				t.Errorf("PACKET_VNET_HDR = %d, %v; want on=%t", v, err, tc.vnet)
+			}
+			transferNS(t, r.s, r.veth.NSB, stackAddr4, 20<<20)
+			transferNS(t, r.s, r.veth.NSB, stackAddr6, 20<<20)
+		})
 	}
 }
