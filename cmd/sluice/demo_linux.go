@@ -47,9 +47,12 @@ const (
 
 const demoClientCommand = "__demo-client"
 
-// demoTimeout bounds a demo run; at the FIELD-NOTES' slowest sandbox rate
-// (0.5 Gbit/s) 2x50 MB take under 2 s.
-const demoTimeout = 2 * time.Minute
+// demoTimeout bounds a demo run of size bytes each way: two minutes, plus
+// the transfers at 10 MB/s, 50 times below the FIELD-NOTES' slowest sandbox
+// (0.5 Gbit/s).
+func demoTimeout(size int64) time.Duration {
+	return 2*time.Minute + time.Duration(2*size/(10<<20))*time.Second
+}
 
 type demoOptions struct {
 	cfg    sandbox.Config
@@ -165,7 +168,8 @@ func runDemo(ctx context.Context, o *demoOptions) error {
 	}
 	defer sb.Close()
 	// The client bounds each transfer itself; this bounds the whole run.
-	limit := time.NewTimer(demoTimeout)
+	timeout := demoTimeout(o.size)
+	limit := time.NewTimer(timeout)
 	defer limit.Stop()
 	select {
 	case <-sb.Done():
@@ -174,7 +178,7 @@ func runDemo(ctx context.Context, o *demoOptions) error {
 		return fmt.Errorf("demo: interrupted: %w", ctx.Err())
 	case <-limit.C:
 		sb.Close()
-		return fmt.Errorf("demo: the client did not finish within %v", demoTimeout)
+		return fmt.Errorf("demo: the client did not finish within %v", timeout)
 	}
 	code, err := sb.Wait()
 	stats := sb.Stats()
@@ -402,7 +406,7 @@ func runDemoClient(ctx context.Context, o *demoClientOptions) demoResult {
 	var r demoResult
 	fail := func(format string, args ...any) { r.Errors = append(r.Errors, fmt.Sprintf(format, args...)) }
 	// No proxy from the environment: the demo talks to its own servers.
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableCompression: true}, Timeout: demoTimeout}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableCompression: true}, Timeout: demoTimeout(o.upload)}
 
 	start := time.Now()
 	n, sum, err := fetchSHA(ctx, client, o.url)
@@ -478,7 +482,7 @@ func upload(ctx context.Context, addr string, size int64) (sent, acked int64, er
 		return 0, 0, err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(demoTimeout))
+	_ = c.SetDeadline(time.Now().Add(demoTimeout(size)))
 	sent, err = io.Copy(c, demoData(size))
 	if err != nil {
 		return sent, 0, err
