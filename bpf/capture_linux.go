@@ -93,12 +93,16 @@ func CaptureFrames(ctx context.Context, opts CaptureOptions, fn func(Frame) erro
 	}
 	offset := time.Now().UnixNano() - mono.Nano()
 
-	stop := context.AfterFunc(ctx, func() { rd.SetDeadline(time.Now()) })
+	// Flush, not SetDeadline: SetDeadline waits for the reader's lock,
+	// which a ReadInto blocked on an idle ring holds until the next
+	// record, so cancelling would hang until traffic came. Flush wakes
+	// it, hands over what is in the ring, then returns ErrFlushed.
+	stop := context.AfterFunc(ctx, func() { _ = rd.Flush() })
 	defer stop()
 	var rec ringbuf.Record
 	for opts.Count == 0 || st.Captured < opts.Count {
 		if err := rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) || ctx.Err() != nil {
+			if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, os.ErrDeadlineExceeded) || ctx.Err() != nil {
 				break
 			}
 			return st, fmt.Errorf("bpf: read capture ring: %w", err)

@@ -60,6 +60,7 @@ real interfaces.`,
 	root.AddCommand(newDemoCmd(stdout, stderr))
 	root.AddCommand(newDemoClientCmd(stdout))
 	root.AddCommand(newXDPCmd(stdout, stderr))
+	root.AddCommand(newCaptureCmd(stdout, stderr))
 	return root
 }
 
