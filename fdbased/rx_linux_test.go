@@ -294,4 +294,3 @@ func TestRXSplitsUSO(t *testing.T) {
 		}
 	}
 }
-
