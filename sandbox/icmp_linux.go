@@ -70,6 +70,10 @@ func (u *uplink) forwardEcho(pkt *stack.PacketBuffer, src, dst netip.Addr, ident
 	default:
 		return true // too many in flight: drop, as a rate limit would
 	}
+	if !u.begin(nil) {
+		<-u.pings
+		return true
+	}
 	req := echoRequest{
 		src: src, dst: dst, to: to,
 		mac:     eth.SourceAddress(),
@@ -77,9 +81,8 @@ func (u *uplink) forwardEcho(pkt *stack.PacketBuffer, src, dst netip.Addr, ident
 		seq:     seq,
 		payload: pkt.Data().AsRange().ToSlice(),
 	}
-	u.flows.Add(1)
 	go func() {
-		defer u.flows.Done()
+		defer u.end(nil)
 		defer func() { <-u.pings }()
 		payload, err := u.ping(req)
 		if err != nil {
@@ -152,8 +155,13 @@ func (u *uplink) ping(req echoRequest) ([]byte, error) {
 		if left <= 0 {
 			return nil, errors.New("timed out")
 		}
+		if u.ctx.Err() != nil {
+			return nil, u.ctx.Err()
+		}
+		// Poll in short slices so that closing the uplink does not wait
+		// for the whole timeout.
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, int(left.Milliseconds())+1)
+		n, err := unix.Poll(pfd, int(min(left, 100*time.Millisecond).Milliseconds())+1)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}

@@ -94,34 +94,44 @@ func newUplink(s *stack.Stack, nic tcpip.NICID, a Args, nsFD int, log *slog.Logg
 	return u
 }
 
-// close stops new dials and closes every host socket; the netstack side of
-// each flow ends when the stack closes.
+// close stops new flows and dials and closes every host socket; the
+// netstack side of each flow ends when the stack closes. Once it returns, no
+// flow can begin, so wait may follow.
 func (u *uplink) close() {
-	u.cancel()
 	u.mu.Lock()
+	u.cancel()
 	for c := range u.conns {
 		c.Close()
 	}
 	u.mu.Unlock()
 }
 
-// wait returns when every flow goroutine has ended.
+// wait returns when every flow goroutine has ended. Call it after close.
 func (u *uplink) wait() { u.flows.Wait() }
 
-func (u *uplink) track(c io.Closer) bool {
+// begin registers a flow (and its host socket c, if not nil) unless the
+// uplink is closing. The caller runs the flow and then calls end.
+func (u *uplink) begin(c io.Closer) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.ctx.Err() != nil {
 		return false
 	}
-	u.conns[c] = struct{}{}
+	if c != nil {
+		u.conns[c] = struct{}{}
+	}
+	u.flows.Add(1)
 	return true
 }
 
-func (u *uplink) untrack(c io.Closer) {
-	u.mu.Lock()
-	delete(u.conns, c)
-	u.mu.Unlock()
+// end is the counterpart of begin.
+func (u *uplink) end(c io.Closer) {
+	if c != nil {
+		u.mu.Lock()
+		delete(u.conns, c)
+		u.mu.Unlock()
+	}
+	u.flows.Done()
 }
 
 // target returns where a flow to dst is re-originated, or false if it is
@@ -188,15 +198,13 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	r.Complete(false)
-	if !u.track(host) {
+	if !u.begin(host) {
 		ep.Abort()
 		host.Close()
 		return
 	}
-	u.flows.Add(1)
 	go func() {
-		defer u.flows.Done()
-		defer u.untrack(host)
+		defer u.end(host)
 		splice(gonet.NewTCPConn(&wq, ep), ep, host.(*net.TCPConn))
 	}()
 }
@@ -285,15 +293,13 @@ func (u *uplink) handleUDP(r *udp.ForwarderRequest) bool {
 		return true
 	}
 	sb := gonet.NewUDPConn(&wq, ep)
-	if !u.track(host) {
+	if !u.begin(host) {
 		sb.Close()
 		host.Close()
 		return true
 	}
-	u.flows.Add(1)
 	go func() {
-		defer u.flows.Done()
-		defer u.untrack(host)
+		defer u.end(host)
 		relayUDP(sb, host, udpIdleTimeout)
 	}()
 	return true
