@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // The report's plots are hand-written SVG: no JavaScript, no fonts or
@@ -144,15 +145,20 @@ type bar struct {
 
 // Geometry of bar charts, in pixels.
 const (
-	chartWidth  = 900
-	labelWidth  = 210 // configuration labels left of the bars
+	plotWidth   = 610 // the bars' scale
 	valueMargin = 80  // room right of the longest bar for its label
-	barHeight   = 14
-	barGap      = 2
-	groupGap    = 12
-	chartTop    = 46 // title, subtitle
-	axisHeight  = 40 // tick labels and the axis title
-	legendH     = 22
+	// Configuration labels go left of the bars in a column as wide as
+	// the longest needs, at about 6.6 px a character of 12 px
+	// sans-serif, within these bounds.
+	minLabelWidth = 120
+	maxLabelWidth = 440
+	charWidth     = 6.6
+	barHeight     = 14
+	barGap        = 2
+	groupGap      = 12
+	chartTop      = 46 // title, subtitle
+	axisHeight    = 40 // tick labels and the axis title
+	legendH       = 22
 )
 
 // svg renders the chart.
@@ -167,7 +173,15 @@ func (c barChart) svg() string {
 		hi = math.Max(hi, nanTo0(g.Limit.Max))
 	}
 	top, step := niceScale(hi, 5)
-	plotW := float64(chartWidth - labelWidth - valueMargin)
+	longest := 0
+	for _, g := range c.Groups {
+		longest = max(longest, utf8.RuneCountInString(g.Label))
+	}
+	labelWidth := math.Round(min(max(float64(longest)*charWidth+16, minLabelWidth), maxLabelWidth))
+	// Labels longer than the widest column are cut.
+	fit := min(longest, int(math.Floor((maxLabelWidth-16)/charWidth)))
+	chartWidth := labelWidth + plotWidth + valueMargin
+	plotW := float64(plotWidth)
 	x := func(v float64) float64 { return labelWidth + plotW*v/top }
 	plotH := float64(rows*(barHeight+barGap) + len(c.Groups)*groupGap)
 	h := chartTop + plotH + axisHeight + legendH
@@ -192,11 +206,15 @@ func (c barChart) svg() string {
 	y := y0 + groupGap/2
 	for _, g := range c.Groups {
 		gh := float64(len(g.Bars)*(barHeight+barGap) - barGap)
-		s.text(labelWidth-8, y+gh/2+4, "end", "", g.Label)
+		label := g.Label
+		if r := []rune(label); len(r) > fit {
+			label = string(r[:fit-1]) + "…"
+		}
+		s.text(labelWidth-8, y+gh/2+4, "end", "", label)
 		for _, b := range g.Bars {
 			col := colorOf(b.Impl, c.Impls)
 			w := math.Max(x(nanTo0(b.Median))-labelWidth, 0)
-			s.f(`<rect x="%d" y="%.1f" width="%.1f" height="%d" fill="%s"><title>%s</title></rect>`,
+			s.f(`<rect x="%.0f" y="%.1f" width="%.1f" height="%d" fill="%s"><title>%s</title></rect>`,
 				labelWidth, y, w, barHeight, col, esc(fmt.Sprintf("%s: %s %s", b.Impl, formatStats(b.Stats, c.Unit), c.Unit)))
 			end := x(nanTo0(b.Median))
 			if b.N > 1 && b.Max > b.Min {
@@ -220,9 +238,9 @@ func (c barChart) svg() string {
 		}
 		y += groupGap
 	}
-	s.f(`<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#444444"/>`, labelWidth, y0, labelWidth, y0+plotH)
+	s.f(`<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#444444"/>`, labelWidth, y0, labelWidth, y0+plotH)
 	// Legend.
-	lx, ly := float64(labelWidth), y0+plotH+axisHeight+8
+	lx, ly := labelWidth, y0+plotH+axisHeight+8
 	for _, impl := range c.Impls {
 		if impl == implKernel {
 			s.f(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#000000" stroke-width="2" stroke-dasharray="5 3"/>`, lx, ly-4, lx+18, ly-4)

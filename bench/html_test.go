@@ -166,7 +166,7 @@ func TestBarChartSVG(t *testing.T) {
 	var widths []float64
 	var whiskers int
 	for _, e := range decodeSVG(t, c.svg()) {
-		if e.Name.Local == "rect" && attr(e, "x") == strconv.Itoa(labelWidth) {
+		if e.Name.Local == "rect" && attr(e, "height") == strconv.Itoa(barHeight) {
 			w, err := strconv.ParseFloat(attr(e, "width"), 64)
 			if err != nil {
 				t.Fatal(err)
@@ -185,7 +185,7 @@ func TestBarChartSVG(t *testing.T) {
 		t.Errorf("bar widths %v: ratio %.3f, want 2", widths, r)
 	}
 	// The scale reaches the kernel limit (180 -> 200): 90 is 45 % of it.
-	if want := 0.45 * float64(chartWidth-labelWidth-valueMargin); widths[0] < want-0.5 || widths[0] > want+0.5 {
+	if want := 0.45 * plotWidth; widths[0] < want-0.5 || widths[0] > want+0.5 {
 		t.Errorf("sluice bar %.1f px, want %.1f (90 on a 0..200 axis)", widths[0], want)
 	}
 	if whiskers != 1 {
@@ -227,5 +227,21 @@ func TestSplitCommonKeys(t *testing.T) {
 	common, rest = splitCommonKeys([]string{"mode=mmap"})
 	if common != "" || rest[0] != "mode=mmap" {
 		t.Errorf("one config: got %q %q, want it kept whole", common, rest)
+	}
+}
+
+func TestBarChartLongLabels(t *testing.T) {
+	long := strings.Repeat("k=v ", 30) // 120 characters
+	c := barChart{Title: "t", Unit: "u", Impls: []string{ImplSluice}, Groups: []barGroup{
+		{Label: "short", Bars: []bar{{Impl: ImplSluice, Stats: Summarize([]float64{1})}}},
+		{Label: long, Bars: []bar{{Impl: ImplSluice, Stats: Summarize([]float64{2})}}},
+	}}
+	svg := c.svg()
+	decodeSVG(t, svg)
+	if !strings.Contains(svg, "…</text>") || strings.Contains(svg, long) {
+		t.Errorf("a label wider than the label column is not cut short")
+	}
+	if !strings.Contains(svg, `width="1130"`) {
+		t.Errorf("chart not widened to the widest label column (440 + %d + %d)", plotWidth, valueMargin)
 	}
 }
