@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,6 +33,7 @@ type benchAllOptions struct {
 	quiet    bool
 	quick    bool
 	only     []string
+	from     string
 }
 
 func newBenchAllCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -95,6 +98,7 @@ Needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN).`,
 	f.StringVarP(&opts.out, "out", "o", "", "directory for results.jsonl, summary.md and report.html, created if missing, files in it replaced (default ./sluice-bench-YYYYMMDD-HHMMSS)")
 	f.BoolVarP(&opts.quiet, "quiet", "q", false, "one progress line per step instead of a line redrawn in place")
 	f.BoolVar(&opts.quick, "quick", false, "a reduced plan of each scenario (its representative configurations), for a smoke run")
+	f.StringVar(&opts.from, "from", "", "measure nothing: write summary.md and report.html (into --out, default the file's directory) from this results.jsonl, for example of a run that was killed")
 	f.StringSliceVar(&opts.only, "only", nil, "run only these scenarios or steps, NAME[:KEY=VALUE[/VALUE]]... (default all)")
 	return cmd
 }
@@ -129,6 +133,9 @@ func (o benchAllOptions) toSuite() (bench.SuiteOptions, error) {
 
 // runBenchAll is `sluice bench all` without cobra.
 func runBenchAll(ctx context.Context, o benchAllOptions, stdout, stderr io.Writer) error {
+	if o.from != "" {
+		return renderBenchAll(o, stdout, stderr)
+	}
 	sopts, err := o.toSuite()
 	if err != nil {
 		return err
@@ -162,6 +169,15 @@ func runBenchAll(ctx context.Context, o benchAllOptions, stdout, stderr io.Write
 	sopts.Progress = pp.event
 	fmt.Fprintf(stderr, "bench all: writing %s\n", dir)
 
+	// After the first Ctrl-C the current step cleans up, which can take
+	// seconds; a second one ends the process at once, as it would
+	// without sluice (the next run removes the namespaces a killed one
+	// left: see bench/topology_linux.go).
+	stopWatch := context.AfterFunc(ctx, func() {
+		pp.note("bench all: interrupted: cleaning up (Ctrl-C again to quit at once)")
+		signal.Reset(os.Interrupt, syscall.SIGTERM)
+	})
+	defer stopWatch()
 	res, runErr := bench.RunSuite(ctx, bench.ProbeMachine(version), sopts)
 	pp.finish()
 	if res == nil {
@@ -173,6 +189,26 @@ func runBenchAll(ctx context.Context, o benchAllOptions, stdout, stderr io.Write
 	if err := rf.Close(); err != nil && writeErr == nil {
 		writeErr = fmt.Errorf("close %s: %w", resPath, err)
 	}
+	if err := writeReports(res, dir, stdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "bench all: wrote %s, %s and %s in %s\n", resultsFile, summaryFile, reportFile, dir)
+
+	if writeErr != nil {
+		return fmt.Errorf("results file %s is incomplete: %w", resPath, writeErr)
+	}
+	if runErr != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted: the partial results are in %s", dir)
+		}
+		return runErr
+	}
+	return outcome(res, dir)
+}
+
+// writeReports writes summary.md and report.html for res into dir, and
+// summary.md on stdout.
+func writeReports(res *bench.SuiteResult, dir string, stdout io.Writer) error {
 	desc := bench.Descriptions(bench.Scenarios())
 	var summary bytes.Buffer
 	if err := res.WriteSummary(&summary, desc); err != nil {
@@ -191,18 +227,28 @@ func runBenchAll(ctx context.Context, o benchAllOptions, stdout, stderr io.Write
 	if _, err := stdout.Write(summary.Bytes()); err != nil {
 		return fmt.Errorf("print the summary: %w", err)
 	}
-	fmt.Fprintf(stderr, "bench all: wrote %s, %s and %s in %s\n", resultsFile, summaryFile, reportFile, dir)
+	return nil
+}
 
-	if writeErr != nil {
-		return fmt.Errorf("results file %s is incomplete: %w", resPath, writeErr)
+// renderBenchAll is `sluice bench all --from FILE`: the summary and the
+// report of a results file, without measuring.
+func renderBenchAll(o benchAllOptions, stdout, stderr io.Writer) error {
+	res, err := readResultsFile(o.from)
+	if err != nil {
+		return fmt.Errorf("--from: %w", err)
 	}
-	if runErr != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted: the partial results are in %s", dir)
-		}
-		return runErr
+	dir := o.out
+	if dir == "" {
+		dir = filepath.Dir(o.from)
 	}
-	return outcome(res, dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create the output directory (--out): %w", err)
+	}
+	if err := writeReports(res, dir, stdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "bench all: wrote %s and %s in %s from %s\n", summaryFile, reportFile, dir, o.from)
+	return nil
 }
 
 // outcome turns a finished run into the command's error: failed steps, or

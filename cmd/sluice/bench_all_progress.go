@@ -104,6 +104,13 @@ func (p *progressPrinter) finish() {
 	}
 }
 
+// note prints a line of its own from any goroutine.
+func (p *progressPrinter) note(s string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.line(s)
+}
+
 // line prints a line of its own, above the status line on a terminal.
 func (p *progressPrinter) line(s string) {
 	if p.drawn {

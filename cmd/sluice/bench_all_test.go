@@ -134,3 +134,28 @@ func TestProgressPrinterTerminal(t *testing.T) {
 		t.Errorf("finish left the status line up: %q", out)
 	}
 }
+
+func TestBenchAllFrom(t *testing.T) {
+	results := writeFile(t, "results.jsonl", `{"kind":"machine","kernel":"6.18","cores":2,"go_version":"go1.26.8","sluice_version":"dev","sluice_commit":"aaa","repeats":1,"duration_s":1}
+{"kind":"row","repeat":1,"scenario":"dispatch","impl":"sluice","config":"mode=mmap,channels=1","metric":"rx_pps","value":400000,"unit":"frames/s"}
+{"kind":"row","repeat":1,"scenario":"dispatch","impl":"gvisor","config":"mode=mmap,channels=1","metric":"rx_pps","value":200000,"unit":"frames/s"}
+`)
+	dir := filepath.Join(t.TempDir(), "render")
+	var stdout, stderr bytes.Buffer
+	if code := execute(context.Background(), []string{"bench", "all", "--from", results, "--out", dir}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	summary, err := os.ReadFile(filepath.Join(dir, summaryFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "| rx_pps | frames/s | mmap | 1 | 400000 | 200000 | 2.00 |"; !strings.Contains(string(summary), want) {
+		t.Errorf("summary.md lacks %q:\n%s", want, summary)
+	}
+	if !bytes.Equal(summary, stdout.Bytes()) {
+		t.Errorf("stdout is not summary.md")
+	}
+	if _, err := os.Stat(filepath.Join(dir, reportFile)); err != nil {
+		t.Errorf("report.html: %v", err)
+	}
+}
