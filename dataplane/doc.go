@@ -28,4 +28,17 @@
 // sockets (writev on other descriptors). Link.WriteBatch spreads the frames
 // of a batch over every channel by their flow hash. Frames that cannot be
 // written are counted as dropped, never lost silently.
+//
+// # Offloads
+//
+// The virtio_net_hdr that carries GSO and checksum offload between the
+// kernel and user space (PACKET_VNET_HDR on packet sockets, IFF_VNET_HDR on
+// TUN, see OpenTUN) is parsed and built in vnethdr.go only. Every dispatcher
+// checks a received header against its frame (VnetHdr.ValidateFrame) and
+// drops and counts a frame whose header lies, so a consumer may act on
+// gso_type, gso_size and the checksum flags. Frame.Processor tells a
+// consumer which delivering goroutine it is on, for per-goroutine state such
+// as GRO tables. ProbeOffloads checks, on a veth or TUN device, what the
+// kernel really does with each offload before an endpoint relies on it, and
+// OffloadReport (in Stats) says what an endpoint decided and why.
 package dataplane
