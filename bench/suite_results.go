@@ -170,12 +170,20 @@ func ReadResults(r io.Reader) (*SuiteResult, error) {
 				return nil, fmt.Errorf("bench: results line %d: neither a record (no \"kind\") nor a row (no \"metric\")", n)
 			}
 			res.Records = append(res.Records, Record{Kind: KindRow, Repeat: 1, Row: a.Row})
-		case KindRow, KindSample, KindSkip, KindError:
+		case KindRow, KindSample:
 			rep := a.Repeat
-			if rep == 0 && (a.Kind == KindRow || a.Kind == KindSample) {
+			if rep == 0 {
 				rep = 1
 			}
-			res.Records = append(res.Records, Record{Kind: a.Kind, Repeat: rep, Row: a.Row, TimeSec: a.TimeSec, Reason: a.Reason, Error: a.Error})
+			r := Record{Kind: a.Kind, Repeat: rep, Row: a.Row}
+			if a.Kind == KindSample {
+				r.TimeSec = a.TimeSec
+			}
+			res.Records = append(res.Records, r)
+		case KindSkip, KindError:
+			// Only the fields these kinds carry (see noteJSON).
+			res.Records = append(res.Records, Record{Kind: a.Kind, Repeat: a.Repeat,
+				Row: Row{Scenario: a.Scenario, Impl: a.Impl, Config: a.Config}, Reason: a.Reason, Error: a.Error})
 		default:
 			return nil, fmt.Errorf("bench: results line %d: unknown kind %q", n, a.Kind)
 		}
