@@ -244,7 +244,6 @@ func TestCheckImplemented(t *testing.T) {
 		{"pcap", func(c *Config) { c.PCAPLog = "x.pcap" }, "--pcap-log"},
 		{"log packets", func(c *Config) { c.LogPackets = true }, "--log-packets"},
 		{"xdp", func(c *Config) { c.XDP = XDPConfig{Mode: XDPNS} }, "--xdp ns"},
-		{"tx checksum offload", func(c *Config) { c.TXChecksumOffload = true }, "--tx-checksum-offload"},
 		{"buffer pooling off", func(c *Config) { c.BufferPooling = false }, "--buffer-pooling=false"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicenet/sluice/dataplane"
 	"github.com/sluicenet/sluice/fdbased"
 	"github.com/sluicenet/sluice/internal/netns"
+	"github.com/sluicenet/sluice/qdisc"
 )
 
 // guardTimeout bounds the guard's sweep of the namespace at teardown.
@@ -326,14 +327,22 @@ func (sb *Sandbox) packetOpener(stackNS int) EndpointOpener {
 			RXChecksumOffload:    l.RXChecksumOffload,
 			GRO:                  l.GRO,
 			ProcessorsPerChannel: l.ProcessorsPerChannel,
+			Qdisc:                qdiscKind(l.QDisc),
 			Logger:               sb.log,
 		})
 		if err != nil {
 			release()
 			return OpenedLink{}, err
 		}
-		return OpenedLink{Endpoint: ep, Stats: ep.Stats, Modes: ep.Modes, Release: release}, nil
+		return OpenedLink{Endpoint: ep, Stats: ep.Stats, Modes: ep.Modes, Offloads: ep.Offloads, Release: release}, nil
 	}
+}
+
+func qdiscKind(q QDisc) qdisc.Kind {
+	if q == QDiscFIFO {
+		return qdisc.FIFO
+	}
+	return qdisc.None
 }
 
 func (sb *Sandbox) push(f func()) { sb.undo = append(sb.undo, f) }

@@ -186,6 +186,10 @@ func TestCurlDownload(t *testing.T) {
 		{"mtu 1500", dataplane.RecvMMsg, "http://10.99.0.1:8080/data", []string{"--mtu=1500"}},
 		{"mtu 1500 mmap", dataplane.PacketMMap, "http://10.99.0.1:8080/data", []string{"--mtu=1500"}},
 		{"fifo qdisc", dataplane.RecvMMsg, "http://10.99.0.1:8080/data", []string{"--qdisc=fifo"}},
+		{"tx checksum offload", dataplane.RecvMMsg, "http://10.99.0.1:8080/data", []string{"--tx-checksum-offload"}},
+		{"gro", dataplane.RecvMMsg, "http://10.99.0.1:8080/data", []string{"--gvisor-gro"}},
+		{"throughput profile", dataplane.RecvMMsg, "http://10.99.0.1:8080/data", []string{"--profile=throughput"}},
+		{"latency profile", dataplane.PacketMMap, "http://10.99.0.1:8080/data", []string{"--profile=latency"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			statsFile := filepath.Join(t.TempDir(), "stats.json")
@@ -209,6 +213,9 @@ func TestCurlDownload(t *testing.T) {
 			st := rep.Interfaces[0]
 			if st.TxBytes < size || st.RxPackets == 0 {
 				t.Errorf("counters %+v: want tx bytes >= %d (the download) and some rx packets", st.Stats, size)
+			}
+			if st.Offloads == nil || len(st.Offloads.Offloads) == 0 {
+				t.Errorf("stats file has no offload report: %s", b)
 			}
 			for _, m := range st.Modes {
 				if m != tc.mode.String() {
@@ -535,9 +542,10 @@ func nsOf(pid int) map[string]bool {
 }
 
 // heldNamespaces returns every network namespace some process holds (as a
-// thread's namespace or an open descriptor) or that is bind-mounted.
-func heldNamespaces() map[string]bool {
-	out := map[string]bool{}
+// thread's namespace or an open descriptor) or that is bind-mounted, with
+// who holds it.
+func heldNamespaces() map[string][]string {
+	out := map[string][]string{}
 	pids, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range pids {
 		pid, err := strconv.Atoi(filepath.Base(p))
@@ -545,13 +553,15 @@ func heldNamespaces() map[string]bool {
 			continue
 		}
 		for ns := range nsOf(pid) {
-			out[ns] = true
+			cmdline, _ := os.ReadFile(p + "/cmdline")
+			out[ns] = append(out[ns], fmt.Sprintf("pid %d (%s)", pid, strings.ReplaceAll(string(cmdline), "\x00", " ")))
 		}
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, line := range strings.Split(string(mi), "\n") {
 		if i := strings.Index(line, "net:["); i >= 0 {
-			out[strings.Fields(line[i:])[0]] = true
+			ns := strings.Fields(line[i:])[0]
+			out[ns] = append(out[ns], "a mount: "+line)
 		}
 	}
 	return out
@@ -662,8 +672,8 @@ func TestNothingLeftBehind(t *testing.T) {
 				}
 				now := heldNamespaces()
 				for ns := range held {
-					if now[ns] {
-						left = append(left, "namespace "+ns)
+					if holders, ok := now[ns]; ok {
+						left = append(left, fmt.Sprintf("namespace %s held by %v", ns, holders))
 					}
 				}
 				if len(left) == 0 {

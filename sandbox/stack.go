@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/loopback"
-	"gvisor.dev/gvisor/pkg/tcpip/link/qdisc/fifo"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -79,6 +77,9 @@ type OpenedLink struct {
 	// nil when unknown.
 	Stats func() dataplane.Stats
 	Modes func() []dataplane.Mode
+	// Offloads reports which offloads the endpoint runs and why; nil when
+	// unknown.
+	Offloads func() *dataplane.OffloadReport
 	// Stop stops the endpoint's goroutines and waits for them; nil means
 	// Endpoint.Close and Endpoint.Wait.
 	Stop func()
@@ -121,6 +122,9 @@ func (l *Links) Stats() []LinkStats {
 			for _, m := range li.link.Modes() {
 				ls.Modes = append(ls.Modes, m.String())
 			}
+		}
+		if li.link.Offloads != nil {
+			ls.Offloads = li.link.Offloads()
 		}
 		out = append(out, ls)
 	}
@@ -194,14 +198,11 @@ func CreateLinksAndRoutes(s *stack.Stack, args *Args, open EndpointOpener) (_ *L
 			return nil, fmt.Errorf("sandbox: open link %s: %w", l.Name, err)
 		}
 		links.FDBased = append(links.FDBased, LinkInfo{Name: l.Name, NICID: nicID, link: ol})
+		// The queueing discipline (l.QDisc) is the endpoint's own: the
+		// opener sets it up (fdbased's FIFO pushes back on the stack
+		// instead of tail-dropping as gVisor's does,
+		// ../shared/FIELD-NOTES.md).
 		opts := stack.NICOptions{Name: l.Name}
-		if l.QDisc == QDiscFIFO {
-			// TODO(sandbox): sluice's own qdisc package, with
-			// backpressure, once it lands; gVisor's FIFO tail-drops
-			// (../shared/FIELD-NOTES.md). One queue per vCPU and 1000
-			// frames each, as the reference.
-			opts.QDisc = fifo.New(ol.Endpoint, runtime.GOMAXPROCS(0), 1000)
-		}
 		if err := createNIC(s, nicID, l.Name, ol.Endpoint, opts, l.Addresses); err != nil {
 			return nil, err
 		}

@@ -21,6 +21,9 @@ type LinkStats struct {
 	// Modes are the dispatch modes the link's channels actually ran, after
 	// any fallback.
 	Modes []string `json:"modes,omitempty"`
+	// Offloads says which offloads the link ran, and why any requested
+	// one did not.
+	Offloads *dataplane.OffloadReport `json:"offloads,omitempty"`
 }
 
 // Report is the JSON document of --stats-file.
@@ -39,7 +42,17 @@ func WriteStatsText(w io.Writer, stats []LinkStats) error {
 			s.RxPackets, s.RxBytes, s.RxErrors, s.RxDropped,
 			s.TxPackets, s.TxBytes, s.TxErrors, s.TxDropped, strings.Join(s.Modes, ","))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range stats {
+		if s.Offloads != nil {
+			if _, err := fmt.Fprintf(w, "%s offloads: %s\n", s.Name, s.Offloads); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // WriteReportFile writes r as JSON to path, through a temporary file in the

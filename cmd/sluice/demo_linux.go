@@ -147,8 +147,8 @@ func runDemo(ctx context.Context, o *demoOptions) error {
 		ns, demoServer4, demoHTTPPort, demoServer6, demoHTTPPort, demoServer4, demoSinkPort)
 	fmt.Fprintf(o.stdout, "sandbox: eth0 %v and %v behind the netstack gateway %v / %v, MTU %d\n",
 		a4.Sandbox, a6.Sandbox, a4.Gateway, a6.Gateway, cfg.EffectiveMTU())
-	fmt.Fprintf(o.stdout, "config: --profile=%v --dispatch=%v --num-network-channels=%d --gso=%v --software-gso=%v --qdisc=%v --rx-checksum-offload=%v\n",
-		cfg.Profile, cfg.Dispatch, cfg.NumNetworkChannels, cfg.GSO, cfg.SoftwareGSO, cfg.QDisc, cfg.RXChecksumOffload)
+	fmt.Fprintf(o.stdout, "config: --profile=%v --dispatch=%v --num-network-channels=%d --gso=%v --software-gso=%v --qdisc=%v --tx-checksum-offload=%v --rx-checksum-offload=%v\n",
+		cfg.Profile, cfg.Dispatch, cfg.NumNetworkChannels, cfg.GSO, cfg.SoftwareGSO, cfg.QDisc, cfg.TXChecksumOffload, cfg.RXChecksumOffload)
 
 	var out bytes.Buffer
 	size := strconv.FormatInt(o.size, 10)

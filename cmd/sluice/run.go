@@ -45,7 +45,7 @@ socket goes when sluice exits, also when sluice itself is killed.
 
 Accepted and validated but not implemented yet (they fail before the command
 starts): --pcap-log, --log-packets, --xdp other than off,
---buffer-pooling=false, --tx-checksum-offload.
+--buffer-pooling=false.
 
 Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW), except --network host.`,
 		Example: `  sluice run -- curl -sS http://example.com/
