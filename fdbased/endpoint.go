@@ -142,7 +142,12 @@ type Options struct {
 	// VnetHdr says every frame on the descriptors starts with a
 	// virtio_net_hdr. Zero means: set exactly when host GSO is on
 	// (GSOMaxSize > 0 and !GVisorGSOEnabled), which is when the reference
-	// sets PACKET_VNET_HDR on its sockets.
+	// sets PACKET_VNET_HDR on its sockets. Set with software GSO, the
+	// endpoint's segments leave with partial checksums (NEEDS_CSUM) for
+	// the kernel to complete; set alone, it carries TX checksum offload
+	// and the kernel's inbound checksum flags. The endpoint sets or clears
+	// PACKET_VNET_HDR on its packet sockets to match; a TUN descriptor's
+	// IFF_VNET_HDR must match (it cannot change once attached).
 	VnetHdr bool
 	// RingBlockSize and RingBlocks size the PACKET_RX_RING in mmap mode;
 	// zero means the dataplane defaults.
@@ -153,7 +158,7 @@ type Options struct {
 	// GROFlushTimeout holds coalescing TCP flows across reads for up to
 	// this long, like the kernel's gro_flush_timeout: more coalescing
 	// when segments trickle in, at that much latency. Zero coalesces
-	// within each batch of frames read only.
+	// within each batch of frames read only. Ignored without GRO.
 	GROFlushTimeout time.Duration
 	// Qdisc is the queueing discipline in front of the writes: None (the
 	// default) writes in WritePackets; FIFO queues per channel and writes
@@ -199,9 +204,6 @@ func (o Options) validate() error {
 	}
 	if o.GROFlushTimeout < 0 {
 		return fmt.Errorf("fdbased: Options.GROFlushTimeout %v: must not be negative", o.GROFlushTimeout)
-	}
-	if o.GROFlushTimeout > 0 && !o.GRO {
-		return fmt.Errorf("fdbased: Options.GROFlushTimeout %v without GRO", o.GROFlushTimeout)
 	}
 	switch o.Qdisc {
 	case qdisc.None, qdisc.FIFO:

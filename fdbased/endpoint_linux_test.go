@@ -325,6 +325,10 @@ func TestOptionsValidation(t *testing.T) {
 		{"zero mtu", Options{FDs: []int{0}}, "MTU"},
 		{"bad mac", Options{FDs: []int{0}, MTU: 1500, EthernetHeader: true, Address: "abc"}, "MAC"},
 		{"gso too large", Options{FDs: []int{0}, MTU: 1500, GSOMaxSize: 1 << 20}, "GSOMaxSize"},
+		{"negative gro flush timeout", Options{FDs: []int{0}, MTU: 1500, GRO: true, GROFlushTimeout: -1}, "GROFlushTimeout"},
+		{"unknown qdisc", Options{FDs: []int{0}, MTU: 1500, Qdisc: 7}, "Qdisc"},
+		{"negative qdisc queue", Options{FDs: []int{0}, MTU: 1500, QdiscQueueLen: -1}, "QdiscQueueLen"},
+		{"unknown probe mode", Options{FDs: []int{0}, MTU: 1500, OffloadProbe: 9}, "OffloadProbe"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(&tc.opts)
