@@ -245,3 +245,23 @@ func BenchmarkReceiver(b *testing.B) {
 		})
 	}
 }
+
+// FuzzVerifyFrame: no frame, however split over buffers, makes verifyFrame
+// panic, and a frame built with correct checksums is never called bad.
+func FuzzVerifyFrame(f *testing.F) {
+	f.Add(offloadtest.Build(offloadtest.Packet{Ethernet: true, Payload: []byte("abc")}), uint8(7), true)
+	f.Add(offloadtest.Build(offloadtest.Packet{V6: true, UDP: true, Payload: []byte("abcd")}), uint8(1), false)
+	f.Add([]byte{0x60, 0, 0, 0, 0, 8, 0, 1}, uint8(3), false)
+	f.Fuzz(func(t *testing.T, frame []byte, split uint8, eth bool) {
+		bufs := chain(frame, int(split)+1, 3, 64)
+		verifyFrame(bufs, len(frame), eth)
+		// The same bytes as a payload of a well-formed packet: always
+		// verified, whatever the split.
+		for _, p := range []offloadtest.Packet{{Ethernet: eth, Payload: frame}, {Ethernet: eth, V6: true, UDP: true, Payload: frame}} {
+			good := offloadtest.Build(p)
+			if v := verifyFrame(chain(good, int(split)+1, 5), len(good), eth); v != verified {
+				t.Fatalf("a correct %d-byte packet judged %d", len(good), v)
+			}
+		}
+	})
+}
