@@ -212,6 +212,7 @@ func (c *Capture) openSockets() error {
 		so.RcvBufBytes = o.BufferBytes
 	}
 	var group uint16
+	timestamps := false
 	for i := range o.Channels {
 		fd, err := dataplane.OpenPacketSocket(so)
 		if err != nil {
@@ -257,6 +258,15 @@ func (c *Capture) openSockets() error {
 			return fmt.Errorf("capture: channel %d: %w", ch.idx, err)
 		}
 		ch.rx = rx
+		timestamps = true
+	}
+	if timestamps {
+		// SO_TIMESTAMPNS makes the kernel stamp frames as they arrive,
+		// but it switches that on from a workqueue (net_enable_timestamp
+		// in net/core/dev.c). Until then frames are stamped when read,
+		// later than the ones that follow: give it a moment before the
+		// filter lets frames in.
+		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
 }
