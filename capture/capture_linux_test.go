@@ -656,4 +656,3 @@ func TestCaptureRotationLive(t *testing.T) {
 		}
 	}
 }
-
