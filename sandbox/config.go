@@ -155,7 +155,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.TXChecksumOffload, "tx-checksum-offload", c.TXChecksumOffload, "leave outbound checksums to the kernel")
 	fs.BoolVar(&c.RXChecksumOffload, "rx-checksum-offload", c.RXChecksumOffload, "trust inbound checksums (the frames come from a veth)")
 	fs.Var(&c.QDisc, "qdisc", "queueing discipline in front of the stack-side link's writes: none or fifo")
-	fs.BoolVar(&c.BufferPooling, "buffer-pooling", c.BufferPooling, "read frames into pooled buffers")
+	fs.BoolVar(&c.BufferPooling, "buffer-pooling", c.BufferPooling, "read frames into pooled buffers (the netstack's; =false is not implemented yet and fails at run)")
 	fs.StringVar(&c.PCAPLog, "pcap-log", c.PCAPLog, "write the link's frames to this pcap file (not implemented yet: accepted and validated, fails at run)")
 	fs.BoolVar(&c.LogPackets, "log-packets", c.LogPackets, "log every frame of the link (not implemented yet: fails at run)")
 	fs.Var(&c.XDP, "xdp", "XDP mode: off, ns, redirect:IFACE or tunnel:IFACE (not implemented yet: anything but off fails at run)")
