@@ -19,6 +19,7 @@ command -v nsenter >/dev/null || need+=(util-linux)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v tcpdump >/dev/null || need+=(tcpdump)
+command -v tshark >/dev/null || need+=(tshark)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v curl >/dev/null || need+=(curl) # sandbox tests: a real HTTP client inside sluice run
 # clang, llvm-strip and the libbpf/kernel headers regenerate the eBPF objects
