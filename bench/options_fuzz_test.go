@@ -36,6 +36,7 @@ func FuzzParseLists(f *testing.F) {
 				}
 			}
 		}
+		checkEnum(t, "ParseTCPModes", s, ParseTCPModes, dataplane.Modes)
 		checkEnum(t, "ParseGSO", s, ParseGSO, GSOKinds)
 		checkEnum(t, "ParseDirections", s, ParseDirections, Directions)
 		checkEnum(t, "ParseOnOff", s, func(l []string) ([]bool, error) { return ParseOnOff("--gro", l) }, []bool{true, false})

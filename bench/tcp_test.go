@@ -116,15 +116,15 @@ func TestTCPConfigs(t *testing.T) {
 }
 
 // TestDefaultTCPOptions pins the size of the default run, which the help
-// text and DefaultTCPOptions' doc promise: 36 configurations, each for
+// text and DefaultTCPOptions' doc promise: 72 configurations, each for
 // both implementations.
 func TestDefaultTCPOptions(t *testing.T) {
 	d := DefaultTCPOptions()
 	if err := d.Validate(); err != nil {
 		t.Fatalf("Validate() = %v", err)
 	}
-	if got := len(d.Configs()); got != 36 {
-		t.Errorf("%d default configurations, want 36", got)
+	if got := len(d.Configs()); got != 72 {
+		t.Errorf("%d default configurations, want 72", got)
 	}
 	if d.Duration != 2*time.Second {
 		t.Errorf("Duration = %v, want 2s", d.Duration)
@@ -200,6 +200,15 @@ func TestParseTCPLists(t *testing.T) {
 			t.Errorf("ParseFlows (-want +got):\n%s", diff)
 		}
 	})
+	t.Run("modes", func(t *testing.T) {
+		got, err := ParseTCPModes([]string{"mmap,readv", "mmap"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]dataplane.Mode{dataplane.PacketMMap, dataplane.Readv}, got); diff != "" {
+			t.Errorf("ParseTCPModes (-want +got):\n%s", diff)
+		}
+	})
 	t.Run("ip", func(t *testing.T) {
 		got, err := ParseIPVersions([]string{"ipv6,4,6"})
 		if err != nil {
@@ -222,6 +231,8 @@ func TestParseTCPLists(t *testing.T) {
 		{"zero flows", func() error { _, err := ParseFlows([]string{"0"}); return err }, `--flows: "0": want a whole number of connections from 1 to 64`},
 		{"too many flows", func() error { _, err := ParseFlows([]string{"65"}); return err }, `--flows: "65"`},
 		{"flows not a number", func() error { _, err := ParseFlows([]string{"four"}); return err }, `--flows: "four"`},
+		{"xdp mode", func() error { _, err := ParseTCPModes([]string{"recvmmsg,xdp"}); return err }, `--modes: unknown dispatch mode "xdp" (want readv, recvmmsg or mmap)`},
+		{"empty modes", func() error { _, err := ParseTCPModes([]string{""}); return err }, "--modes: empty list"},
 		{"bad ip", func() error { _, err := ParseIPVersions([]string{"5"}); return err }, `--ip: "5": want 4 or 6`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -31,7 +31,7 @@ func newBenchTCPCmd(stdout, stderr io.Writer) *cobra.Command {
 		duration:   2 * time.Second,
 		gso:        []string{"none", "host", "software"},
 		gro:        []string{"on", "off"},
-		modes:      []string{"mmap"},
+		modes:      []string{"recvmmsg", "mmap"},
 		flows:      []string{"1", "4"},
 		directions: []string{"up", "down"},
 		peerTSO:    []string{"on", "off"},
@@ -67,11 +67,10 @@ Every combination of the values given is measured. Every receiver checks the
 bytes it gets against the stream the senders write, so a corrupted transfer
 fails its measurement instead of counting. Each measurement runs for --duration
 after a warm-up of a fifth of it (50 to 500 ms), on fresh sockets and a fresh
-stack. The default run is 36 configurations x 2 implementations, about four
-minutes; it measures the mmap mode only, because the dispatch modes are within
-noise of each other for TCP through a netstack (add --modes readv,recvmmsg,mmap
-for all three). Progress goes to stderr. Speeds on a shared machine are noisy:
-compare the columns of one run, not runs with each other.
+stack. The default run is 72 configurations x 2 implementations, about six
+minutes: recvmmsg (runsc's mode) and mmap; add readv with --modes
+readv,recvmmsg,mmap. Progress goes to stderr. Speeds on a shared machine are
+noisy: compare the columns of one run, not runs with each other.
 
 Output (stdout): a table with one line per configuration, columns sluice,
 gvisor, sluice/gvisor (ratio), and per implementation the peak RSS (MiB) and the
@@ -126,7 +125,7 @@ func (o benchTCPOptions) toBench(progress io.Writer) (bench.TCPOptions, error) {
 	if t.GRO, err = bench.ParseOnOff("--gro", o.gro); err != nil {
 		return t, err
 	}
-	if t.Modes, err = bench.ParseModes(o.modes); err != nil {
+	if t.Modes, err = bench.ParseTCPModes(o.modes); err != nil {
 		return t, err
 	}
 	if t.Flows, err = bench.ParseFlows(o.flows); err != nil {
