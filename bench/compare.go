@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -25,8 +26,10 @@ type CompareLine struct {
 
 // Compare matches the figures of two runs by scenario, implementation,
 // configuration and metric (resource metrics also by the measurement they
-// were taken during), in the order of the old run, then figures only the
-// new run has. Each line's Note is one of:
+// were taken during). Lines are ordered as in the summary: by scenario,
+// metric (each measured metric followed by the resource metrics taken
+// during it), configuration and implementation, each in order of first
+// appearance in the old run, then the new. Each line's Note is one of:
 //
 //   - "only in old" / "only in new";
 //   - "one run each: no spread known" (or "one run in old/new") when a side
@@ -62,6 +65,36 @@ func Compare(old, new *SuiteResult) []CompareLine {
 	}
 	add(old, 0)
 	add(new, 1)
+	// Lines read like the summary: per scenario, each measured metric
+	// followed by the resource metrics taken during it, then by
+	// configuration and implementation, all in order of first appearance.
+	first := map[string]int{}
+	idx := func(k string) int {
+		if i, ok := first[k]; ok {
+			return i
+		}
+		first[k] = len(first)
+		return first[k]
+	}
+	for _, k := range order {
+		idx("s\x00" + k.scenario)
+		idx("m\x00" + k.scenario + "\x00" + k.metric + "\x00" + k.during)
+		idx("c\x00" + k.scenario + "\x00" + k.config)
+		idx("i\x00" + k.impl)
+	}
+	rank := func(k key) [5]int {
+		m, sub := idx("m\x00"+k.scenario+"\x00"+k.metric+"\x00"+k.during), 0
+		if k.during != "" {
+			if i, ok := first["m\x00"+k.scenario+"\x00"+k.during+"\x00"]; ok {
+				m, sub = i, 1+idx("m\x00"+k.scenario+"\x00"+k.metric+"\x00"+k.during)
+			}
+		}
+		return [5]int{idx("s\x00" + k.scenario), m, sub, idx("c\x00" + k.scenario + "\x00" + k.config), idx("i\x00" + k.impl)}
+	}
+	slices.SortStableFunc(order, func(a, b key) int {
+		ra, rb := rank(a), rank(b)
+		return slices.Compare(ra[:], rb[:])
+	})
 	out := make([]CompareLine, 0, len(order))
 	for _, k := range order {
 		v := vals[k]
