@@ -86,6 +86,10 @@ func RunDispatch(ctx context.Context, opts DispatchOptions) (*Report, error) {
 						window: opts.Duration, warmup: warmupFor(opts.Duration),
 					}
 					rows, err := runMeasurement(ctx, topo, m)
+					if errors.Is(err, errNotMeasured) {
+						fmt.Fprintf(opts.Progress, "bench: dispatch %s %s impl=%s: %v\n", metric, dispatchConfig(mode, ch), impl, err)
+						continue
+					}
 					if err != nil {
 						if ctx.Err() != nil {
 							return rep, fmt.Errorf("bench: dispatch: %w", ctx.Err())
@@ -170,6 +174,9 @@ type attached struct {
 // attach opens m.channels sockets on va and makes m.impl's endpoint on
 // them, not yet attached to anything.
 func attach(topo *topology, m measurement) (*attached, error) {
+	if m.mode == ModeXDP {
+		return attachXDP(topo, m)
+	}
 	fds, err := openSockets(topo.nsA, ifA, m.channels, false)
 	if err != nil {
 		return nil, err

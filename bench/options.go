@@ -97,7 +97,7 @@ func (o DispatchOptions) Validate() error {
 		return fmt.Errorf("bench: DispatchOptions.Duration %v: must be between %v and %v", o.Duration, MinDuration, MaxDuration)
 	}
 	for _, m := range o.Modes {
-		if !slices.Contains(dataplane.Modes, m) {
+		if !slices.Contains(dataplane.Modes, m) && m != ModeXDP {
 			return fmt.Errorf("bench: DispatchOptions.Modes: unknown mode %v", m)
 		}
 	}
@@ -125,8 +125,11 @@ func ParseModes(list []string) ([]dataplane.Mode, error) {
 	var out []dataplane.Mode
 	for _, s := range splitList(list) {
 		m, err := dataplane.ParseMode(s)
+		if s == "xdp" {
+			m, err = ModeXDP, nil
+		}
 		if err != nil {
-			return nil, fmt.Errorf("bench: --modes: unknown dispatch mode %q (want readv, recvmmsg or mmap)", s)
+			return nil, fmt.Errorf("bench: --modes: unknown dispatch mode %q (want readv, recvmmsg, mmap or xdp)", s)
 		}
 		if !slices.Contains(out, m) {
 			out = append(out, m)
@@ -207,5 +210,5 @@ func warmupFor(window time.Duration) time.Duration {
 
 // dispatchConfig is the Row.Config of a dispatch measurement.
 func dispatchConfig(m dataplane.Mode, channels int) string {
-	return fmt.Sprintf("mode=%s,channels=%d", m, channels)
+	return fmt.Sprintf("mode=%s,channels=%d", modeName(m), channels)
 }

@@ -45,6 +45,13 @@ sockets on one veth between two namespaces it creates (and removes):
             TCP sink on the endpoint (MTU 1500, RX checksum offload); Gbit/s
   rss_mib   the process's peak RSS during each of those measurements, MiB
 
+--modes xdp reads the veth with AF_XDP instead (sluice's redirect program,
+one socket per channel, copy mode): sluice's xdp endpoint against gVisor's
+pkg/tcpip/link/xdp endpoint, which reads one queue only (no figures for more
+channels). With xdp in --modes the table is followed by a comparison of
+sluice's AF_XDP endpoint, gVisor's and sluice's PACKET_MMAP endpoint (when
+mmap is in --modes too), with the ratios xdp/gvisor-xdp and xdp/mmap.
+
 Each measurement runs for --duration after a warm-up of a fifth of it (50 to
 500 ms). Progress goes to stderr. Speeds on a shared machine are noisy: compare
 the two columns of one run, not runs with each other.
@@ -63,7 +70,8 @@ fails has no line, and the command exits non-zero after printing the rest.
 Needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN).`,
 		Example: `  sudo sluice bench dispatch
   sudo sluice bench dispatch --duration 2s --modes mmap --channels 2 --metrics rx_pps,tx_pps
-  sudo sluice bench dispatch --json > dispatch.jsonl`,
+  sudo sluice bench dispatch --json > dispatch.jsonl
+  sudo sluice bench dispatch --modes mmap,xdp --channels 1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBenchDispatch(cmd.Context(), opts, stdout, stderr)
@@ -71,7 +79,7 @@ Needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN).`,
 	}
 	f := cmd.Flags()
 	f.DurationVar(&opts.duration, "duration", opts.duration, fmt.Sprintf("length of each measurement window (%v to %v)", bench.MinDuration, bench.MaxDuration))
-	f.StringSliceVar(&opts.modes, "modes", opts.modes, "dispatch modes to measure: readv, recvmmsg, mmap")
+	f.StringSliceVar(&opts.modes, "modes", opts.modes, "dispatch modes to measure: readv, recvmmsg, mmap, xdp (AF_XDP: sluice's xdp endpoint against gVisor's)")
 	f.StringSliceVar(&opts.channels, "channels", opts.channels, fmt.Sprintf("channel counts (sockets in one fanout group) to measure, 1 to %d", bench.MaxChannels))
 	f.StringSliceVar(&opts.metrics, "metrics", opts.metrics, "metrics to measure: rx_pps, tx_pps, tcp_gbps (rss_mib is taken during each)")
 	f.StringSliceVar(&opts.impls, "impls", opts.impls, "implementations to measure: sluice, gvisor (the ratio needs both)")
@@ -117,6 +125,10 @@ func runBenchDispatch(ctx context.Context, o benchDispatchOptions, stdout, stder
 			werr = rep.WriteJSON(stdout)
 		} else {
 			werr = rep.WriteTable(stdout)
+			if werr == nil && slices.Contains(d.Modes, bench.ModeXDP) {
+				fmt.Fprintln(stdout)
+				werr = bench.WriteXDPComparison(stdout, rep)
+			}
 		}
 		if werr != nil && runErr == nil {
 			runErr = werr

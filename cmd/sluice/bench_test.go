@@ -14,7 +14,7 @@ func TestBenchDispatchBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{name: "unknown mode", args: []string{"--modes", "bogus"}, want: `--modes: unknown dispatch mode "bogus" (want readv, recvmmsg or mmap)`},
+		{name: "unknown mode", args: []string{"--modes", "bogus"}, want: `--modes: unknown dispatch mode "bogus" (want readv, recvmmsg, mmap or xdp)`},
 		{name: "one bad mode among good", args: []string{"--modes", "readv,bogus"}, want: `unknown dispatch mode "bogus"`},
 		{name: "zero channels", args: []string{"--channels", "0"}, want: `--channels: "0": want a whole number of channels from 1 to 64`},
 		{name: "unknown metric", args: []string{"--metrics", "rx_pps,latency"}, want: `--metrics: unknown metric "latency"`},

@@ -1,0 +1,188 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	gxdpep "gvisor.dev/gvisor/pkg/tcpip/link/xdp"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/sluicenet/sluice/bpf"
+	"github.com/sluicenet/sluice/internal/netns"
+	"github.com/sluicenet/sluice/xdp"
+)
+
+// attachXDP is attach for ModeXDP: va gets one rx and tx queue per channel
+// (and vb as many, so that the flows of rx_pps spread over them), sluice's
+// redirect program, and AF_XDP sockets for m.impl's endpoint, each
+// implementation with its own defaults apart from what endpointConfig
+// fixes (MTU, MAC, RX checksum offload). gVisor's endpoint reads one queue
+// only; for more channels it is not measured (errNotMeasured).
+func attachXDP(topo *topology, m measurement) (_ *attached, err error) {
+	if m.impl == ImplGVisor && m.channels != 1 {
+		return nil, fmt.Errorf("gVisor's xdp endpoint reads a single rx queue (its Options.QueueID): %w", errNotMeasured)
+	}
+	if err := setChannels(topo, m.channels); err != nil {
+		return nil, err
+	}
+	var undo []func() error
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	undo = append(undo, func() error { return setChannels(topo, 1) })
+	switch m.impl {
+	case ImplSluice:
+		l, err := xdp.OpenNS(xdp.NSOptions{Netns: topo.nsA, Iface: ifA, LinkOptions: xdp.LinkOptions{
+			Endpoint: xdp.EndpointOptions{MTU: vethMTU, Address: tcpip.LinkAddress(macA), RXChecksumOffload: true},
+		}})
+		if err != nil {
+			return nil, fmt.Errorf("bench: sluice xdp endpoint: %w", err)
+		}
+		undo = append(undo, l.Close)
+		if got := l.Sockets.Len(); got != m.channels {
+			return nil, fmt.Errorf("bench: sluice xdp endpoint: %d sockets for %d channels", got, m.channels)
+		}
+		return &attached{ep: l.Endpoint, release: func() error {
+			return errors.Join(l.Close(), setChannels(topo, 1))
+		}}, nil
+	case ImplGVisor:
+		a, err := bpf.Attach(bpf.AttachOptions{Netns: topo.nsA, Iface: ifA, Program: bpf.Redirect})
+		if err != nil {
+			return nil, fmt.Errorf("bench: gvisor xdp endpoint: %w", err)
+		}
+		undo = append(undo, a.Detach)
+		g, err := newGVisorXDP(topo)
+		if err != nil {
+			return nil, err
+		}
+		undo = append(undo, g.release)
+		if err := a.Objects.XSKs.Put(uint32(0), uint32(g.keep)); err != nil {
+			g.stop()
+			return nil, fmt.Errorf("bench: gvisor xdp endpoint: put its socket in the XSKMAP: %w", err)
+		}
+		return &attached{ep: g, release: func() error {
+			return errors.Join(a.Detach(), g.release(), setChannels(topo, 1))
+		}}, nil
+	}
+	return nil, fmt.Errorf("bench: unknown implementation %q", m.impl)
+}
+
+// newGVisorXDP makes gVisor's xdp endpoint on queue 0 of va as runsc does:
+// an AF_XDP socket created and bound inside nsA (the kernel resolves the
+// interface index in the socket's namespace) with XDP_USE_NEED_WAKEUP, and
+// the endpoint's own defaults (a 2 MiB UMEM of 2 KiB frames, 512-entry
+// rings, MTU 1500).
+func newGVisorXDP(topo *topology) (*gvisorXDP, error) {
+	g := &gvisorXDP{xsk: -1, keep: -1, stopFD: -1}
+	var ep stack.LinkEndpoint
+	err := netns.Do(topo.nsA, func() error {
+		fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return os.NewSyscallError("socket AF_XDP", err)
+		}
+		g.xsk = fd
+		before, err := fdTable()
+		if err != nil {
+			return err
+		}
+		e, err := gxdpep.New(&gxdpep.Options{
+			FD:                fd,
+			Address:           tcpip.LinkAddress(macA),
+			RXChecksumOffload: true,
+			InterfaceIndex:    topo.ifindexA,
+			// Bound below, with retries: the previous measurement's
+			// sockets may still hold the queue for a moment.
+			Bind:    false,
+			QueueID: 0,
+		})
+		after, terr := fdTable()
+		if stop := newEventFDs(before, after); len(stop) == 1 {
+			g.stopFD = stop[0]
+		} else if err == nil {
+			err = fmt.Errorf("found %d new eventfds, want the endpoint's stop eventfd: %w", len(stop), terr)
+		}
+		if err != nil {
+			return err
+		}
+		ep = e
+		// What runsc does (runsc/sandbox/xdp.go: xdp.Bind with its
+		// EXPERIMENTAL-xdp-need-wakeup flag, true by default), retried
+		// while the queue is busy. The need_wakeup flag matters: the
+		// endpoint kicks the kernel only when the tx ring asks for it,
+		// and without XDP_USE_NEED_WAKEUP it never asks, so in copy
+		// mode nothing would be sent until the reader's next poll.
+		sa := &unix.SockaddrXDP{Flags: unix.XDP_USE_NEED_WAKEUP, Ifindex: uint32(topo.ifindexA), QueueID: 0}
+		deadline := time.Now().Add(queueReleaseWait)
+		for {
+			err := unix.Bind(fd, sa)
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+				return fmt.Errorf("bind queue 0 of %s: %w", ifA, os.NewSyscallError("bind", err))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	if err == nil {
+		g.keep, err = unix.FcntlInt(uintptr(g.xsk), unix.F_DUPFD_CLOEXEC, 0)
+	}
+	if err != nil {
+		closeFDs(validFDs(g.xsk, g.stopFD))
+		return nil, fmt.Errorf("bench: gvisor xdp endpoint: %w", err)
+	}
+	g.LinkEndpoint = ep
+	if g.umem, err = gvisorUMEM(g.LinkEndpoint); err != nil {
+		// Measurable, only not releasable: say so, carry on.
+		fmt.Fprintf(os.Stderr, "%v (its UMEM stays mapped)\n", err)
+	}
+	return g, nil
+}
+
+func validFDs(fds ...int) []int {
+	var out []int
+	for _, fd := range fds {
+		if fd >= 0 {
+			out = append(out, fd)
+		}
+	}
+	return out
+}
+
+// setChannels gives va n rx and tx queues, and vb as many, as `ethtool -L
+// va rx n tx n` does: a veth sends a frame to the peer's rx queue of the
+// same number as the tx queue it went out of (veth_xmit), and the sender's
+// tx queue follows the flow hash.
+//
+// The kernel refuses to take away a queue that still has an AF_XDP socket
+// (ethtool_set_channels, EINVAL), and releases a closed socket's queue
+// from a workqueue (xp_release_deferred), so right after a measurement the
+// change is retried for a while.
+func setChannels(topo *topology, n int) error {
+	for _, x := range []struct{ ns, dev string }{{topo.nsA, ifA}, {topo.nsB, ifB}} {
+		deadline := time.Now().Add(queueReleaseWait)
+		for {
+			err := netns.Do(x.ns, func() error { return ethtoolSetChannels(x.dev, n) })
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, unix.EINVAL) || time.Now().After(deadline) {
+				return fmt.Errorf("bench: %d channels on %s: %w", n, x.dev, err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// queueReleaseWait bounds the wait for the kernel to release the queues of
+// AF_XDP sockets closed by a previous measurement.
+const queueReleaseWait = 2 * time.Second
