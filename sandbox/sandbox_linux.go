@@ -25,11 +25,20 @@ import (
 // guardTimeout bounds the guard's sweep of the namespace at teardown.
 const guardTimeout = 5 * time.Second
 
-// socketBufBytes is SO_RCVBUF and SO_SNDBUF of the stack-side packet
-// sockets: with host GSO a frame is up to 64 KiB, and the kernel's default
-// 208 KiB receive buffer holds only three of them, so a burst from the
-// sandbox's TCP would be dropped at the socket before the reader wakes.
-const socketBufBytes = 4 << 20
+// Receive buffering of the stack-side link, in bytes: SO_RCVBUF (and
+// SO_SNDBUF) of the packet sockets, and the PACKET_RX_RING with --dispatch
+// mmap. Whatever the sandbox's TCP has in flight arrives in a burst, up to
+// the netstack's receive window (tcpBufMax, 8 MiB), in 64 KiB GSO frames
+// whose kernel accounting (truesize) is larger still; when the reader is
+// descheduled the burst must fit, or frames drop and TCP retransmits. With
+// the dataplane's 4 MiB ring, a 3 s upload through mmap dropped (and
+// retransmitted) about 400 frames; with 16 MiB, none (and recvmmsg with a
+// 4 MiB buffer dropped a few). The memory is the kernel's and is used only
+// as far as bursts fill it (a ring is allocated whole: 16 MiB per channel).
+const (
+	socketBufBytes = 16 << 20
+	rxRingBytes    = 16 << 20
+)
 
 // Sandbox is a running command with its network.
 type Sandbox struct {
@@ -328,6 +337,7 @@ func (sb *Sandbox) packetOpener(stackNS int) EndpointOpener {
 			GRO:                  l.GRO,
 			ProcessorsPerChannel: l.ProcessorsPerChannel,
 			Qdisc:                qdiscKind(l.QDisc),
+			RingBlocks:           rxRingBytes / dataplane.DefaultRingBlockSize,
 			Logger:               sb.log,
 		})
 		if err != nil {
