@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,13 +53,37 @@ func RequireTool(t testing.TB, names ...string) {
 	}
 }
 
-var seq atomic.Uint32
+var (
+	seq       atomic.Uint32
+	sweepOnce sync.Once
+)
+
+// sweepStale removes test namespaces left by test processes that died
+// without running their cleanups (a timeout, a SIGKILL): their names carry
+// the dead process's pid.
+func sweepStale() {
+	entries, err := os.ReadDir(netns.RunDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		var pid, n int
+		if _, err := fmt.Sscanf(e.Name(), "slt%d-%d", &pid, &n); err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // still running
+		}
+		_ = netns.Delete(e.Name())
+	}
+}
 
 // NewNS creates a named network namespace for t, removed in t.Cleanup. The
 // name is unique within this process and starts with "slt".
 func NewNS(t testing.TB) string {
 	t.Helper()
 	RequireRoot(t)
+	sweepOnce.Do(sweepStale)
 	name := fmt.Sprintf("slt%d-%d", os.Getpid(), seq.Add(1))
 	if err := netns.Create(name); err != nil {
 		t.Fatalf("create netns: %v", err)
