@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"log/slog"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
@@ -68,6 +69,12 @@ type EndpointOptions struct {
 	// read from an rx ring before the stack sees them (internal/stackrx,
 	// as fdbased does), verifying their checksums once as it goes.
 	GRO bool
+	// GROFlushTimeout holds coalescing TCP flows across batches for up to
+	// this long, like the kernel's gro_flush_timeout (and
+	// fdbased.Options.GROFlushTimeout): more coalescing when segments
+	// trickle in, at that much latency. Zero coalesces within a batch
+	// only. It needs GRO.
+	GROFlushTimeout time.Duration
 	// InterfaceIndex is the index of the underlying device
 	// (informational); zero means the Sockets' device.
 	InterfaceIndex int

@@ -26,6 +26,9 @@ func (o EndpointOptions) validate() error {
 	if o.MTU > max {
 		return fmt.Errorf("xdp: EndpointOptions.MTU %d: a %d-byte frame holds at most a %d-byte MTU (raise Options.FrameSize to 4096)", o.MTU, o.Sockets.opts.FrameSize, max)
 	}
+	if o.GROFlushTimeout < 0 || (o.GROFlushTimeout > 0 && !o.GRO) {
+		return fmt.Errorf("xdp: EndpointOptions.GROFlushTimeout %v: must not be negative, and needs GRO", o.GROFlushTimeout)
+	}
 	if o.GSOMaxSize > 1<<16 {
 		return fmt.Errorf("xdp: EndpointOptions.GSOMaxSize %d: above the 65536-byte IP limit", o.GSOMaxSize)
 	}
@@ -118,11 +121,12 @@ func NewEndpoint(opts EndpointOptions) (*Endpoint, error) {
 	}
 	e.stopFD = fd
 	e.rx, err = stackrx.New(stackrx.Options{
-		Ethernet:   true,
-		Trust:      trust,
-		GRO:        opts.GRO,
-		Deliverers: s.Len(),
-		Counters:   &e.counters,
+		Ethernet:         true,
+		Trust:            trust,
+		GRO:              opts.GRO,
+		GROFlushInterval: opts.GROFlushTimeout,
+		Deliverers:       s.Len(),
+		Counters:         &e.counters,
 	}, e.sink)
 	if err != nil {
 		unix.Close(fd)

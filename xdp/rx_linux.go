@@ -3,6 +3,9 @@
 package xdp
 
 import (
+	"runtime"
+	"time"
+
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -29,6 +32,9 @@ func (q *queue) read() {
 			q.deliver()
 			continue
 		}
+		if q.spin() {
+			continue
+		}
 		revents, stopped, errno := pollRevents(q.sk.fd, unix.POLLIN, e.stopFD, idlePollMs)
 		switch {
 		case stopped:
@@ -49,6 +55,31 @@ func (q *queue) read() {
 				q.fail(errno)
 				return
 			}
+		}
+	}
+}
+
+// spin watches the rx ring for up to Options.BusyPoll before the reader
+// goes to sleep, and reports whether frames came. A sleeping reader costs
+// the kernel a wakeup per batch it delivers (xsk_flush wakes the socket's
+// waiters), paid on the CPU that receives, which on veth is the sender's;
+// a reader that is still looking costs it nothing.
+func (q *queue) spin() bool {
+	d := q.ep.socks.opts.BusyPoll
+	if d <= 0 {
+		return false
+	}
+	deadline := time.Now().Add(d)
+	for i := 0; ; i++ {
+		if q.sk.RX.Avail(1) > 0 {
+			return true
+		}
+		if i&15 == 15 {
+			if q.ep.stopping.Load() || time.Now().After(deadline) {
+				return false
+			}
+			// Let the stack's goroutines run on this P meanwhile.
+			runtime.Gosched()
 		}
 	}
 }
