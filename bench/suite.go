@@ -116,7 +116,7 @@ func Scenarios() []Scenario {
 		tcpScenario{},
 		// Hooks: replace each pending line with the scenario's adapter
 		// once it has landed (see suite_dispatch.go for the shape).
-		pendingScenario{name: "xdp", what: "the dispatch and tcp figures over AF_XDP against gVisor's xdp endpoint", issue: 5},
+		xdpScenario{},
 		pendingScenario{name: "sandbox", what: "sluice run against pasta, slirp4netns and kernel routing", issue: 6},
 		pendingScenario{name: "capture", what: "capture loss and CPU per frame against tcpdump and netsniff-ng", issue: 8},
 	}
