@@ -87,6 +87,31 @@ func TestNSModePing(t *testing.T) {
 	testenv.RequireRoot(t)
 	v, l := nsRig(t, EndpointOptions{})
 	newStack(t, l.Endpoint, stack4, stack6)
+	pingBoth(t, v, l)
+}
+
+// TestNSModeNeedWakeup runs ns mode with XDP_USE_NEED_WAKEUP
+// (--xdp-need-wakeup): in copy mode the tx ring always asks for a kick
+// and the fill ring never does, so it must work the same.
+func TestNSModeNeedWakeup(t *testing.T) {
+	testenv.RequireRoot(t)
+	v := newVethQ(t, 2)
+	testenv.IP(t, v.NSB, "addr", "add", peer4+"/24", "dev", v.B)
+	testenv.IP(t, v.NSB, "addr", "add", peer6+"/64", "dev", v.B, "nodad")
+	l, err := OpenNS(NSOptions{Netns: v.NSA, Iface: v.A, LinkOptions: LinkOptions{
+		Sockets:  Options{NeedWakeup: true},
+		Endpoint: EndpointOptions{RXChecksumOffload: true, GRO: true, GSOMaxSize: 1 << 16}}})
+	l = mustLink(t, l, err)
+	if !l.Sockets.Options().NeedWakeup {
+		t.Fatal("sockets not bound with need_wakeup")
+	}
+	s := newStack(t, l.Endpoint, stack4, stack6)
+	pingBoth(t, v, l)
+	transfer(t, s, stack4.Addr(), v.NSB)
+}
+
+func pingBoth(t *testing.T, v *testenv.Veth, l *Link) {
+	t.Helper()
 	if !ping(t, v.NSB, stack4.Addr().String(), 3) {
 		t.Error("IPv4 ping to the stack failed")
 	}

@@ -103,7 +103,7 @@ type Options struct {
 	// rx, tx), a power of two. Zero means DefaultRingSize.
 	RingSize uint32
 	// BatchSize is the most descriptors the reader takes from the rx ring
-	// at once. Zero means DefaultBatchSize.
+	// at once. Zero means DefaultBatchSize, or RingSize if smaller.
 	BatchSize int
 	// BindMode chooses copy or zero-copy mode; BindAuto lets the kernel
 	// pick zero-copy where it can.
@@ -148,7 +148,7 @@ func (o Options) withDefaults() Options {
 		o.RingSize = d.RingSize
 	}
 	if o.BatchSize == 0 {
-		o.BatchSize = d.BatchSize
+		o.BatchSize = min(d.BatchSize, int(o.RingSize))
 	}
 
 	if o.Logger == nil {

@@ -5,12 +5,15 @@ package xdp
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sluicenet/sluice/dataplane"
 	"github.com/sluicenet/sluice/internal/testenv"
 )
 
@@ -159,5 +162,55 @@ func TestSocketsReceiveAndSend(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("queue %d kernel stats %+v", i, st)
+	}
+}
+
+// TestZeroCopyRefusedOnVeth: veth has no AF_XDP zero-copy, so a forced
+// zero-copy bind fails with an error that says so and wraps
+// dataplane.ErrNotSupported, leaving nothing bound; BindAuto falls back to
+// copy mode.
+func TestZeroCopyRefusedOnVeth(t *testing.T) {
+	testenv.RequireRoot(t)
+	v := newVethQ(t, 1)
+	_, err := Open(Device{Netns: v.NSA, Iface: v.A}, Options{BindMode: BindZeroCopy, NumFrames: 64, RingSize: 32})
+	if !errors.Is(err, dataplane.ErrNotSupported) || !errors.Is(err, unix.EOPNOTSUPP) || !strings.Contains(err.Error(), "zero-copy") {
+		t.Fatalf("zero-copy bind on veth: %v, want EOPNOTSUPP wrapped in ErrNotSupported", err)
+	}
+	s, err := Open(Device{Netns: v.NSA, Iface: v.A}, Options{NumFrames: 64, RingSize: 32})
+	if err != nil {
+		t.Fatalf("auto bind after the refused one: %v", err)
+	}
+	defer s.Close()
+	if s.Mode() != BindCopy || s.Socket(0).ZeroCopy() {
+		t.Errorf("auto bind on veth: %v mode, want copy", s.Mode())
+	}
+}
+
+// TestOpenErrors: what a caller can get wrong is named in the error.
+func TestOpenErrors(t *testing.T) {
+	testenv.RequireRoot(t)
+	v := newVethQ(t, 2)
+	for _, tc := range []struct {
+		name string
+		dev  Device
+		want string
+	}{
+		{"no interface", Device{Netns: v.NSA}, "Device.Iface: required"},
+		{"unknown interface", Device{Netns: v.NSA, Iface: "nosuch0"}, `interface "nosuch0"`},
+		{"queue beyond the device", Device{Netns: v.NSA, Iface: v.A, Queues: []int{2}}, "has 2 rx queues: no queue 2"},
+		{"queue twice", Device{Netns: v.NSA, Iface: v.A, Queues: []int{1, 1}}, "queue 1 of va given twice"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(tc.dev, Options{NumFrames: 64, RingSize: 32})
+			if err == nil {
+				s.Close()
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Open: %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+	if k := xdpSocketsHeld(t); k != 0 {
+		t.Errorf("%d AF_XDP sockets left open by failed Opens", k)
 	}
 }
