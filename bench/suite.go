@@ -112,11 +112,12 @@ type Sample struct {
 // suite_<name>.go file, and nothing else.
 func Scenarios() []Scenario {
 	return []Scenario{
+		// dispatch includes the xdp mode (AF_XDP), next to the
+		// AF_PACKET modes it is compared with.
 		dispatchScenario{},
 		tcpScenario{},
 		// Hooks: replace each pending line with the scenario's adapter
-		// once it has landed (see suite_dispatch.go for the shape).
-		xdpScenario{},
+		// once it has landed (see suite_tcp.go for the shape).
 		pendingScenario{name: "sandbox", what: "sluice run against pasta, slirp4netns and kernel routing", issue: 6},
 		pendingScenario{name: "capture", what: "capture loss and CPU per frame against tcpdump and netsniff-ng", issue: 8},
 	}

@@ -327,3 +327,21 @@ func TestReadResultsPlainRowsAndErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestNotMeasured(t *testing.T) {
+	for _, tc := range []struct {
+		line, impl, reason string
+		ok                 bool
+	}{
+		{"bench: dispatch rx_pps mode=xdp,channels=2 impl=gvisor: gVisor's xdp endpoint reads a single rx queue (its Options.QueueID): not measured",
+			"gvisor", "gVisor's xdp endpoint reads a single rx queue (its Options.QueueID)", true},
+		{"bench: dispatch rx_pps mode=xdp,channels=1 impl=sluice: bench: it broke", "", "", false},
+		{"bench: dispatch rx_pps mode=mmap,channels=1 impl=sluice: 412345 frames/s (peak rss 21.4 MiB)", "", "", false},
+		{"not measured", "", "", false},
+	} {
+		impl, reason, ok := notMeasured(tc.line)
+		if impl != tc.impl || reason != tc.reason || ok != tc.ok {
+			t.Errorf("notMeasured(%q) = %q, %q, %v; want %q, %q, %v", tc.line, impl, reason, ok, tc.impl, tc.reason, tc.ok)
+		}
+	}
+}
