@@ -54,7 +54,9 @@ It writes into --out DIR:
   results.jsonl  one JSON object per line. The first ("kind":"machine") holds
                  the machine and the run: kernel, cpu_model, cores,
                  memory_mib, loadavg, go_version, sluice_version,
-                 sluice_commit, started, duration_s, repeats, only. Then
+                 sluice_commit ("unknown" in a build without a VCS stamp,
+                 see go build -buildvcs), started, duration_s, repeats,
+                 quick, only. Then
                  "kind":"row" lines, each a measured value in the format of
                  'sluice bench dispatch --json' plus "repeat" (1..N);
                  "kind":"sample" lines (a figure over time, "t_s" seconds
@@ -75,13 +77,15 @@ Progress goes to stderr: one line redrawn in place on a terminal (scenario i
 of n, step, elapsed and estimated time left, the last figure), one line per
 step otherwise or with --quiet.
 
---quick runs a reduced plan of each scenario (dispatch: one channel), for a
-smoke run. --only selects scenarios, and optionally steps by their configuration:
+--quick runs a reduced plan of each scenario, for a smoke run (dispatch: one
+channel; tcp: one flow over mmap, GSO none and host, GRO and peer TSO on).
+--only selects scenarios, and optionally steps by their configuration:
 NAME[:KEY=VALUE[/VALUE...]]..., for example dispatch:channels=1 or
 dispatch:metric=rx_pps/tx_pps:mode=mmap. Conditions on different keys must
 all hold; the values of one key are alternatives.
 
-Scenarios, in order: ` + strings.Join(scenarioNames(), ", ") + `.
+Scenarios, in order: ` + strings.Join(scenarioNames(), ", ") + `; dispatch includes the
+xdp mode (AF_XDP), skipped where the kernel has none.
 Exits non-zero when interrupted, when a step failed, or when nothing could run.
 Needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN).`,
 		Example: `  sudo sluice bench all
