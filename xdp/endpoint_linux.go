@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -94,7 +95,10 @@ type queue struct {
 	lens   []int
 	flat   []byte   // a GSO packet made contiguous; guarded by mu
 	segs   [][]byte // GSO segment buffers; guarded by mu
-	frames [][]byte // per-packet frame buffers; guarded by mu
+	// reflush kicks the kernel again when it left frames in the tx ring
+	// (armReflush); guarded by mu, like reflushArmed.
+	reflush      *time.Timer
+	reflushArmed bool
 }
 
 // NewEndpoint creates an endpoint over opts.Sockets. It takes a copy of
@@ -272,6 +276,9 @@ func (e *Endpoint) Close() {
 		for _, q := range e.queues {
 			q.mu.Lock()
 			q.closed = true
+			if q.reflush != nil {
+				q.reflush.Stop()
+			}
 			q.mu.Unlock()
 		}
 		// The stop eventfd stays open: a reader may be about to poll it.

@@ -214,3 +214,33 @@ func TestOpenErrors(t *testing.T) {
 		t.Errorf("%d AF_XDP sockets left open by failed Opens", k)
 	}
 }
+
+// TestReflushSendsLeftovers: frames left in the tx ring without a kick (as
+// when the kernel stopped at a full device queue) go out on the endpoint's
+// reflush timer, with no further write to push them.
+func TestReflushSendsLeftovers(t *testing.T) {
+	testenv.RequireRoot(t)
+	v := newVethQ(t, 1)
+	l, err := OpenNS(NSOptions{Netns: v.NSA, Iface: v.A})
+	l = mustLink(t, l, err)
+	_, macA := ifaceInfo(t, v.NSA, v.A)
+	_, macB := ifaceInfo(t, v.NSB, v.B)
+	rcv := newPacketReceiver(t, v.NSB, v.B)
+	q := l.Endpoint.queues[0]
+	f := udpFrame(macB, macA, 4242, 30)
+	q.mu.Lock()
+	sk := q.sk
+	if sk.txAcquire(1) != 1 {
+		q.mu.Unlock()
+		t.Fatal("no tx slot")
+	}
+	copy(sk.txFrame(0), f)
+	sk.TX.Set(sk.txIdx, Desc{Addr: sk.txChunks[0], Len: uint32(len(f))})
+	sk.TX.Submit(1) // published, not kicked
+	q.armReflush()
+	q.mu.Unlock()
+	got := rcv.receive(2*time.Second, 1, func(b []byte) bool { return bytes.Equal(b, f) })
+	if len(got) != 1 {
+		t.Fatal("the frame left in the tx ring was never sent")
+	}
+}

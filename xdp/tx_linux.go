@@ -129,6 +129,9 @@ func (q *queue) write(list []*stack.PacketBuffer) (int, tcpip.Error) {
 			err = &tcpip.ErrAborted{}
 		}
 	}
+	if sk.TX.Pending() > 0 {
+		q.armReflush()
+	}
 	if rest := len(list) - done; rest > 0 {
 		c.TxDropped.Add(uint64(rest))
 		if err == nil {
@@ -136,6 +139,46 @@ func (q *queue) write(list []*stack.PacketBuffer) (int, tcpip.Error) {
 		}
 	}
 	return written, err
+}
+
+// reflushDelay is how long frames the kernel did not take from the tx ring
+// (a device queue that was full, EBUSY) wait before the endpoint kicks
+// again on its own. Without it they would wait for the next write, which
+// for the last segment of a burst may be a retransmission timeout away: in
+// copy mode nothing but a system call makes the kernel look at the ring.
+const reflushDelay = 200 * time.Microsecond
+
+// armReflush makes sure a kick follows reflushDelay from now. q.mu is
+// held.
+func (q *queue) armReflush() {
+	if q.reflushArmed || q.closed {
+		return
+	}
+	q.reflushArmed = true
+	if q.reflush == nil {
+		q.reflush = time.AfterFunc(reflushDelay, q.reflushNow)
+		return
+	}
+	q.reflush.Reset(reflushDelay)
+}
+
+// reflushNow is the reflush timer: it kicks again, and again later if
+// frames are still left.
+func (q *queue) reflushNow() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.reflushArmed = false
+	if q.closed {
+		return
+	}
+	if err := q.sk.flush(); err != nil {
+		q.ep.counters.TxErrors.Add(1)
+		return
+	}
+	q.sk.reclaimCompletions()
+	if q.sk.TX.Pending() > 0 {
+		q.armReflush()
+	}
 }
 
 // waitRoom pushes out what is in the tx ring and takes back completed
