@@ -23,9 +23,6 @@ type Device struct {
 	Queues []int
 }
 
-// EndpointOptions are below: they name *Sockets, which exists on every
-// platform (as a stub outside Linux).
-
 // EndpointOptions configure an Endpoint. Field names and meanings follow
 // fdbased.Options (and gVisor's) where the two have the same knob.
 type EndpointOptions struct {

@@ -89,8 +89,13 @@ func (u *undoList) run() error {
 // every frame to the AF_XDP socket of its rx queue, one per queue, read by
 // the returned Link's endpoint. In driver mode the program turns TSO off on
 // the veth's peer (KERNEL-NOTES item 4), so the peer sends MTU-sized
-// frames: EndpointOptions.GRO puts them back together for the stack. On
-// error nothing is left behind.
+// frames: EndpointOptions.GRO puts them back together for the stack. The
+// peer's kernel leaves TCP and UDP checksums partial for an offload that a
+// veth never does (tx-checksumming is on by default), and AF_XDP hands the
+// frames over with no word of it, so the stack must not verify them: set
+// EndpointOptions.RXChecksumOffload, as runsc does, or turn tx-checksumming
+// off on the peer (`ethtool -K PEER tx off`); otherwise every TCP segment
+// from the peer is dropped as corrupt. On error nothing is left behind.
 func OpenNS(o NSOptions) (_ *Link, err error) {
 	if o.Iface == "" {
 		return nil, errors.New("xdp: NSOptions.Iface: required")
