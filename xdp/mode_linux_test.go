@@ -86,8 +86,33 @@ func TestNSModeTransfer(t *testing.T) {
 func TestNSModePing(t *testing.T) {
 	testenv.RequireRoot(t)
 	v, l := nsRig(t, EndpointOptions{})
-	newStack(t, l.Endpoint, stack4, stack6)
+	s := newStack(t, l.Endpoint, stack4, stack6)
 	pingBoth(t, v, l)
+
+	// Teardown: nothing of ns mode stays on the veth.
+	s.RemoveNIC(1)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := bpf.List(bpf.ListOptions{Netns: v.NSA, Iface: v.A})
+	if err != nil || len(st) != 1 || st[0].Mode != bpf.ModeNone {
+		t.Errorf("XDP on %s after Close: %+v, %v; want none", v.A, st, err)
+	}
+	id, err := bpf.NetnsID(v.NSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := bpf.PinDir(bpf.DefaultPinRoot, id, v.A); exists(d) {
+		t.Errorf("pin directory %s after Close", d)
+	}
+	for q := 0; q < 2; q++ {
+		if err := bindProbe(v.NSA, v.A, q); err != nil {
+			t.Errorf("queue %d after Close: %v", q, err)
+		}
+	}
+	if k := xdpSocketsHeld(t); k != 0 {
+		t.Errorf("%d AF_XDP sockets still open after Close", k)
+	}
 }
 
 // TestNSModeNeedWakeup runs ns mode with XDP_USE_NEED_WAKEUP
