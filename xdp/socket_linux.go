@@ -93,6 +93,7 @@ func Open(dev Device, opts Options) (*Sockets, error) {
 	if dev.Iface == "" {
 		return nil, errors.New("xdp: Device.Iface: required")
 	}
+	dev.Queues = slices.Clone(dev.Queues)
 	s := &Sockets{dev: dev, opts: opts}
 	err := netns.Do(dev.Netns, s.open)
 	if err != nil {
