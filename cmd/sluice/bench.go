@@ -18,6 +18,7 @@ namespaces (addresses in 192.0.2.0/24 and 2001:db8::/64). It needs root.`,
 	}
 	cmd.AddCommand(newBenchDispatchCmd(stdout, stderr))
 	cmd.AddCommand(newBenchTCPCmd(stdout, stderr))
+	cmd.AddCommand(newBenchSandboxCmd(stdout, stderr))
 	cmd.AddCommand(newBenchAllCmd(stdout, stderr))
 	cmd.AddCommand(newBenchCompareCmd(stdout))
 	return cmd

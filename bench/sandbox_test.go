@@ -1,0 +1,153 @@
+package bench
+
+import (
+	"bytes"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseIperf3(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		want float64
+		err  string
+	}{
+		{
+			name: "receiver figure",
+			// Trimmed from iperf3 3.12 -c --json: the sender queued
+			// more than the receiver got; the receiver's figure counts.
+			in:   `{"start":{},"intervals":[],"end":{"sum_sent":{"bytes":1500000000,"bits_per_second":12000000000,"retransmits":3},"sum_received":{"bytes":1250000000,"bits_per_second":10000000000}}}`,
+			want: 10,
+		},
+		{name: "iperf3 error", in: `{"start":{},"end":{},"error":"unable to connect to server: Connection refused"}`, err: "Connection refused"},
+		{name: "nothing received", in: `{"end":{"sum_received":{"bits_per_second":0}}}`, err: "no received data"},
+		{name: "not json", in: `iperf3: error - unable to connect`, err: "parse iperf3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseIperf3([]byte(tc.in))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("ParseIperf3 = %v, %v; want error with %q", got, err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("ParseIperf3 = %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseRR(t *testing.T) {
+	if got, err := ParseRR([]byte(`{"round_trips":1000,"median_us":42.5}` + "\n")); err != nil || got != 42.5 {
+		t.Errorf("ParseRR = %v, %v; want 42.5", got, err)
+	}
+	for _, in := range []string{`{"error":"connect to 10.200.0.1:7007: refused"}`, `{"round_trips":0,"median_us":0}`, ``} {
+		if _, err := ParseRR([]byte(in)); err == nil {
+			t.Errorf("ParseRR(%q) = nil error", in)
+		}
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{{[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}, {[]float64{7}, 7}} {
+		if got := Median(tc.in); got != tc.want {
+			t.Errorf("Median(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	if !math.IsNaN(Median(nil)) {
+		t.Error("Median(nil) is not NaN")
+	}
+}
+
+func TestSandboxConfigs(t *testing.T) {
+	o := SandboxOptions{Duration: time.Second, Modes: []string{"readv", "mmap"}, Flows: []int{1, 4}, Directions: []Direction{Up, Down}, TCP: true, RR: true}
+	names := func(impl string) []string {
+		var out []string
+		for _, c := range o.configs(impl) {
+			out = append(out, c.Metric+" "+c.String())
+		}
+		return out
+	}
+	wantSluice := []string{
+		"tcp_gbps mode=readv,flows=1,dir=up", "tcp_gbps mode=readv,flows=1,dir=down",
+		"tcp_gbps mode=readv,flows=4,dir=up", "tcp_gbps mode=readv,flows=4,dir=down",
+		"rr_us mode=readv,msg=64",
+		"tcp_gbps mode=mmap,flows=1,dir=up", "tcp_gbps mode=mmap,flows=1,dir=down",
+		"tcp_gbps mode=mmap,flows=4,dir=up", "tcp_gbps mode=mmap,flows=4,dir=down",
+		"rr_us mode=mmap,msg=64",
+	}
+	if diff := cmp.Diff(wantSluice, names(ImplSluice)); diff != "" {
+		t.Errorf("sluice configs (-want +got):\n%s", diff)
+	}
+	// Peers have no dispatch mode: measured once.
+	wantPeer := []string{
+		"tcp_gbps flows=1,dir=up", "tcp_gbps flows=1,dir=down",
+		"tcp_gbps flows=4,dir=up", "tcp_gbps flows=4,dir=down", "rr_us msg=64",
+	}
+	if diff := cmp.Diff(wantPeer, names(ImplPasta)); diff != "" {
+		t.Errorf("pasta configs (-want +got):\n%s", diff)
+	}
+}
+
+func TestSandboxValidate(t *testing.T) {
+	ok := DefaultSandboxOptions()
+	for _, tc := range []struct {
+		name string
+		edit func(*SandboxOptions)
+		err  string // "" = valid
+	}{
+		{"defaults", func(*SandboxOptions) {}, ""},
+		{"short duration", func(o *SandboxOptions) { o.Duration = time.Millisecond }, "--duration"},
+		{"unknown impl", func(o *SandboxOptions) { o.Impls = []string{"runsc"} }, "--impls"},
+		{"unknown mode", func(o *SandboxOptions) { o.Modes = []string{"xdp"} }, "--modes"},
+		{"no modes, no sluice", func(o *SandboxOptions) { o.Modes = nil; o.Impls = []string{ImplKernel} }, ""},
+		{"no metric", func(o *SandboxOptions) { o.TCP, o.RR = false, false }, "--metrics"},
+		{"too many flows", func(o *SandboxOptions) { o.Flows = []int{MaxFlows + 1} }, "--flows"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := ok
+			tc.edit(&o)
+			err := o.Validate()
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Errorf("Validate() = %v, want error containing %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func TestWriteSandboxTable(t *testing.T) {
+	rows := []Row{
+		{Scenario: ScenarioSandbox, Impl: ImplSluice, Config: "mode=mmap,flows=1,dir=up", Metric: MetricTCPGbps, Value: 8, Unit: UnitGbps},
+		{Scenario: ScenarioSandbox, Impl: ImplSluice, Config: "mode=mmap,msg=64", Metric: MetricRRMicros, Value: 100, Unit: UnitMicros},
+		{Scenario: ScenarioSandbox, Impl: ImplPasta, Config: "flows=1,dir=up", Metric: MetricTCPGbps, Value: 2, Unit: UnitGbps},
+		{Scenario: ScenarioSandbox, Impl: ImplKernel, Config: "flows=1,dir=up", Metric: MetricTCPGbps, Value: 16, Unit: UnitGbps},
+		{Scenario: ScenarioSandbox, Impl: ImplKernel, Config: "msg=64", Metric: MetricRRMicros, Value: 50, Unit: UnitMicros},
+		{Scenario: ScenarioSandbox, Impl: ImplKernel, Config: "flows=4,dir=up", Metric: MetricTCPGbps, Value: 30, Unit: UnitGbps},
+	}
+	var b bytes.Buffer
+	if err := WriteSandboxTable(&b, rows); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSpace(b.String()), "\n")
+	for i := range got {
+		got[i] = strings.Join(strings.Fields(got[i]), " ")
+	}
+	want := []string{
+		"metric unit mode flows dir sluice pasta kernel sluice/pasta sluice/kernel",
+		"tcp_gbps Gbit/s mmap 1 up 8.00 2.00 16.00 4.00 0.50",
+		"rr_us us mmap - - 100.0 - 50.00 - 2.00",
+		"tcp_gbps Gbit/s - 4 up - - 30.00 - -",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("table (-want +got):\n%s", diff)
+	}
+}
