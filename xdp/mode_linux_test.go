@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
+
 	"github.com/sluicenet/sluice/bpf"
 	"github.com/sluicenet/sluice/internal/testenv"
 )
@@ -260,4 +262,33 @@ func TestTunnelMode(t *testing.T) {
 func ifaceMACString(t *testing.T, ns, dev string) string {
 	_, mac := ifaceInfo(t, ns, dev)
 	return mac.String()
+}
+
+// TestDeviceRemoved: when the veth under an endpoint goes away, each reader
+// notices within its idle poll, reports through ClosedFunc and stops; Close
+// then tears down what is left without error.
+func TestDeviceRemoved(t *testing.T) {
+	testenv.RequireRoot(t)
+	closed := make(chan tcpip.Error, 4)
+	v, l := nsRig(t, EndpointOptions{ClosedFunc: func(e tcpip.Error) { closed <- e }})
+	newStack(t, l.Endpoint, stack4)
+	testenv.IP(t, v.NSA, "link", "del", v.A)
+	for i := 0; i < l.Sockets.Len(); i++ {
+		select {
+		case e := <-closed:
+			if e == nil {
+				t.Errorf("reader %d reported a nil error", i)
+			}
+			t.Logf("reader %d: %v", i, e)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("reader %d did not report the device's removal", i)
+		}
+	}
+	done := make(chan struct{})
+	go func() { l.Endpoint.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("readers still running after the device went away")
+	}
 }
