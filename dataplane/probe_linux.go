@@ -15,6 +15,52 @@ import (
 	"github.com/sluicenet/sluice/internal/rawfile"
 )
 
+// probeReadyWait bounds how long ProbeOffloads waits for a device to pass
+// its first frame, and probeReadyRound how long it waits for each of the
+// plain frames it sends meanwhile.
+const (
+	probeReadyWait  = 2 * time.Second
+	probeReadyRound = 20 * time.Millisecond
+)
+
+// awaitTransmit sends plain frames until the watcher sees one leave, and
+// returns a reason to skip the probe if none does within probeReadyWait.
+//
+// A device just brought up drops what it is given until the kernel's link
+// watcher attaches its queueing discipline (linkwatch_do_dev -> dev_activate,
+// up to a second later, more under load); until then noop_qdisc drops every
+// frame while the send still succeeds (NET_XMIT_CN counts as success). A veth
+// whose peer is down drops everything too. Neither says anything about an
+// offload, and judging offloads then would turn them all off for nothing.
+// A frame the kernel refuses outright ends the wait: that is the
+// virtio_net_hdr failing, which the tests report; ENOBUFS, a queueing
+// discipline dropping it, does not.
+func awaitTransmit(o ProbeOptions, watch int, dev probeDevice, nonce uint32) string {
+	deadline := time.Now().Add(probeReadyWait)
+	sent := 0
+	for round := uint32(0); time.Now().Before(deadline); round++ {
+		f := []probeFrame{buildProbeFrame(ProbePlain, o.EthernetHeader, dev.mac, nonce+round*0x10001)}
+		err := []error{sendProbeFrame(o.FD, &f[0], probeReadyRound)}
+		if errors.Is(err[0], unix.ENOBUFS) {
+			// Dropped by a queueing discipline (NET_XMIT_DROP):
+			// congestion, or a qdisc that drops everything.
+			time.Sleep(probeReadyRound)
+			continue
+		}
+		if err[0] != nil {
+			return ""
+		}
+		sent++
+		obs := make([][]ProbeObservation, 1)
+		watchProbe(watch, f, err, obs, time.Now().Add(probeReadyRound))
+		if len(obs[0]) > 0 {
+			return ""
+		}
+	}
+	return fmt.Sprintf("device %s passed none of %d plain frames in %v: not transmitting yet (brought up a moment ago, or a veth whose peer is down); offloads not probed",
+		dev.name, sent, probeReadyWait)
+}
+
 // probeDevice is what the probe learnt about FD's device.
 type probeDevice struct {
 	name, driver string
@@ -78,6 +124,11 @@ func ProbeOffloads(o ProbeOptions) (ProbeResult, error) {
 	}
 
 	nonce := uint32(os.Getpid())*0x9e3779b1 + probeNonce.Add(1)*0x85ebca6b + uint32(time.Now().UnixNano())
+	if skip := awaitTransmit(o, watch, dev, nonce); skip != "" {
+		res.Skipped = skip
+		return res, nil
+	}
+	nonce += 0x9e3779b9
 	frames := make([]probeFrame, len(o.Tests))
 	sendErr := make([]error, len(o.Tests))
 	for i, t := range o.Tests {

@@ -176,6 +176,24 @@ func TestProbeOffloadsSkips(t *testing.T) {
 			}
 		})
 	}
+	t.Run("device that transmits nothing", func(t *testing.T) {
+		// A qdisc that drops every frame stands for a device that does
+		// not transmit (just brought up, its qdisc not attached yet; or
+		// a veth whose peer went down, once the link watcher has
+		// noticed): that says nothing about offloads, so the probe skips
+		// instead of failing them all.
+		testenv.RequireTool(t, "tc")
+		fd := mustProbeSocket(t, v, true)
+		testenv.Exec(t, v.NSA, "tc", "qdisc", "add", "dev", v.A, "root", "pfifo", "limit", "0")
+		defer testenv.Exec(t, v.NSA, "tc", "qdisc", "del", "dev", v.A, "root")
+		res, err := ProbeOffloads(ProbeOptions{FD: fd, EthernetHeader: true, VnetHdr: true, Tests: allProbeTests})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(res.Skipped, "not transmitting") || len(res.Verdicts) != 0 {
+			t.Errorf("Skipped %q with %d verdicts, want a skip: the device transmits nothing", res.Skipped, len(res.Verdicts))
+		}
+	})
 	t.Run("device down", func(t *testing.T) {
 		fd := mustProbeSocket(t, v, true)
 		testenv.IP(t, v.NSA, "link", "set", v.A, "down")
