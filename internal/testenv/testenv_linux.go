@@ -104,12 +104,28 @@ type Veth struct {
 
 // NewVeth creates two namespaces joined by a veth pair, both ends up and
 // without addresses. It all goes away in t.Cleanup.
+//
+// It returns once both ends are operationally up, not just
+// administratively: until the kernel's link watcher has run for a device
+// that gained its carrier (linkwatch_do_dev, which attaches its queueing
+// discipline, up to a second later and more on a loaded machine), the
+// device's noop qdisc drops whatever is sent while the send reports
+// success, and a test's first frames vanish.
 func NewVeth(t testing.TB) *Veth {
 	t.Helper()
 	v := &Veth{NSA: NewNS(t), NSB: NewNS(t), A: "va", B: "vb"}
 	IP(t, v.NSA, "link", "add", v.A, "type", "veth", "peer", "name", v.B, "netns", v.NSB)
 	IP(t, v.NSA, "link", "set", v.A, "up")
 	IP(t, v.NSB, "link", "set", v.B, "up")
+	for _, end := range []struct{ ns, dev string }{{v.NSA, v.A}, {v.NSB, v.B}} {
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(IP(t, end.ns, "-o", "link", "show", "dev", end.dev), "state UP") {
+			if time.Now().After(deadline) {
+				t.Fatalf("veth %s in %s not operationally up after 10s:\n%s", end.dev, end.ns, IP(t, end.ns, "-o", "link", "show", "dev", end.dev))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	return v
 }
 
