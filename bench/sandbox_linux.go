@@ -173,7 +173,8 @@ func ip(args ...string) error {
 }
 
 // setupServer creates the server namespace with its address, the uplink
-// veth pasta needs, and the iperf3 and round-trip servers.
+// veth pasta needs, and the round-trip server. iperf3's server is started
+// per measurement (startIperf3).
 func (t *sbxTopology) setupServer(opts SandboxOptions) error {
 	ns, err := t.newNS("srv")
 	if err != nil {
@@ -191,20 +192,6 @@ func (t *sbxTopology) setupServer(opts SandboxOptions) error {
 	for _, s := range steps {
 		if err := ip(s...); err != nil {
 			return err
-		}
-	}
-	if opts.TCP {
-		// iperf3 -s serves one test at a time; the runs are sequential.
-		srv := exec.Command("nsenter", "--net="+netns.Path(ns), "iperf3", "-s", "-B", sbxServer.String(), "-p", strconv.Itoa(sbxIperfPort))
-		srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		var stderr bytes.Buffer
-		srv.Stderr = &stderr
-		if err := srv.Start(); err != nil {
-			return fmt.Errorf("start iperf3 -s: %w", err)
-		}
-		t.onClose(func() error { _ = srv.Process.Kill(); _ = srv.Wait(); return nil })
-		if err := waitListening(ns, sbxIperfPort, 5*time.Second); err != nil {
-			return fmt.Errorf("iperf3 -s in %s: %w (stderr: %s)", ns, err, stderr.String())
 		}
 	}
 	if opts.RR {
@@ -459,10 +446,9 @@ func runCmd(ctx context.Context, name string, args []string, timeout time.Durati
 		if ctx.Err() == context.DeadlineExceeded {
 			err = fmt.Errorf("no result within %v", timeout)
 		}
+		// stderr only: stdout is the result (iperf3's JSON carries its
+		// own error, which the caller reports).
 		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = strings.TrimSpace(stdout.String())
-		}
 		if len(msg) > 600 {
 			msg = msg[:600] + "..."
 		}
@@ -488,14 +474,39 @@ func (t *sbxTopology) measure(ctx context.Context, run runner, c SandboxConfig, 
 		}
 		return ParseRR(out)
 	}
+	stop, err := t.startIperf3()
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
 	out, err := run(ctx, c.Mode, iperf3Args(c, opts.Duration), timeout)
 	if err != nil {
 		if _, perr := ParseIperf3(out); perr != nil && len(out) > 0 {
-			return 0, fmt.Errorf("%w (%v)", perr, err)
+			return 0, fmt.Errorf("%w (%v)", perr, errors.Unwrap(err))
 		}
 		return 0, err
 	}
 	return ParseIperf3(out)
+}
+
+// startIperf3 starts a one-off iperf3 server (-1: one test, then it exits)
+// in the server namespace and waits until it listens. A fresh server per
+// measurement, because a long-running iperf3 -s was seen to stop listening
+// after a client it did not like, failing every later measurement.
+func (t *sbxTopology) startIperf3() (stop func(), err error) {
+	srv := exec.Command("nsenter", "--net="+netns.Path(t.server), "--", "iperf3", "-s", "-1", "-B", sbxServer.String(), "-p", strconv.Itoa(sbxIperfPort))
+	srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	var stderr bytes.Buffer
+	srv.Stdout, srv.Stderr = &stderr, &stderr
+	if err := srv.Start(); err != nil {
+		return nil, fmt.Errorf("start iperf3 -s: %w", err)
+	}
+	stop = func() { _ = srv.Process.Kill(); _ = srv.Wait() }
+	if err := waitListening(t.server, sbxIperfPort, 5*time.Second); err != nil {
+		stop()
+		return nil, fmt.Errorf("iperf3 -s in %s: %w (output: %s)", t.server, err, strings.TrimSpace(stderr.String()))
+	}
+	return stop, nil
 }
 
 // iperf3Args is the client command of a tcp_gbps measurement. iperf3 3.12

@@ -65,9 +65,9 @@ Metrics:
             --flows parallel connections, up = sandbox -> server, down =
             server -> sandbox (iperf3 -R). iperf3 takes whole seconds: the
             window is --duration rounded up
-  rr_us     median round trip of 64-byte request/response on one TCP
-            connection (sluice bench sandbox __rr-client inside the sandbox), over
-            --duration after 200 warm-up round trips
+  rr_us     median round trip of a 64-byte request and response on one
+            TCP connection (sluice's own client, run inside the sandbox),
+            over --duration after 200 warm-up round trips
 
 Output (stdout): a table, one line per metric and sluice configuration, the
 peers' figures (measured once, they have no dispatch mode) on every mode's
@@ -80,8 +80,10 @@ rr_us below 1 means sluice is faster). With --json, one object per line:
 
 A measurement that fails has no line and the command exits non-zero after
 printing the rest. Everything the run creates (namespaces, veths, processes)
-is removed when it ends, also on Ctrl-C. The full default run is 4 x 12 + 3
-x 5 measurements: about 4 minutes with --duration 3s.
+is removed when it ends, also on Ctrl-C. The full default run is 30
+measurements (5 per sluice mode and per peer): about 3 minutes with
+--duration 3s. Speeds on a shared machine are noisy: compare the columns of
+one run, not runs with each other.
 
 Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN), iperf3 for tcp_gbps.`,
 		Example: `  sudo sluice bench sandbox
