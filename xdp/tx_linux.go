@@ -89,18 +89,9 @@ func (q *queue) write(list []*stack.PacketBuffer) (int, tcpip.Error) {
 			need += framesFor(p)
 		}
 		got := sk.txAcquire(need)
-		if got == 0 {
-			if deadline.IsZero() {
-				deadline = time.Now().Add(txWait)
-			} else if time.Now().After(deadline) {
-				break
-			}
-			q.waitRoom()
-			continue
-		}
-		deadline = time.Time{}
+		start := done
 		lens := q.lens[:0]
-		for done < len(list) {
+		for done < len(list) && got > 0 {
 			pkt := list[done]
 			nf := framesFor(pkt)
 			if nf > maxFrames {
@@ -128,6 +119,18 @@ func (q *queue) write(list []*stack.PacketBuffer) (int, tcpip.Error) {
 			c.TxErrors.Add(1)
 			err = &tcpip.ErrAborted{}
 		}
+		if done > start {
+			deadline = time.Time{}
+			continue
+		}
+		// No room for the next packet (no slot at all, or fewer than its
+		// segments): wait for completions, for at most txWait.
+		if deadline.IsZero() {
+			deadline = time.Now().Add(txWait)
+		} else if time.Now().After(deadline) {
+			break
+		}
+		q.waitRoom()
 	}
 	if sk.TX.Pending() > 0 {
 		q.armReflush()
@@ -181,14 +184,12 @@ func (q *queue) reflushNow() {
 	}
 }
 
-// waitRoom pushes out what is in the tx ring and takes back completed
-// chunks, yielding briefly in between.
+// waitRoom pushes out what is in the tx ring, gives the kernel a moment,
+// and takes back completed chunks.
 func (q *queue) waitRoom() {
 	_ = q.sk.flush()
+	time.Sleep(20 * time.Microsecond)
 	q.sk.reclaimCompletions()
-	if q.sk.txPool.Free() == 0 {
-		time.Sleep(20 * time.Microsecond)
-	}
 }
 
 // encode writes pkt into the acquired slots from slot on, nf of them, and
