@@ -4,11 +4,13 @@ package xdp
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"sync"
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
@@ -265,3 +267,39 @@ type countingSink struct{ n int }
 
 func (c *countingSink) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) { c.n++ }
 func (c *countingSink) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer)    {}
+
+// TestWriteFullRingIsBounded: when the kernel takes nothing from the tx ring
+// (here a socket that does not exist: every kick fails), a write fills what
+// room there is, waits txWait for more, and drops the rest, counted, rather
+// than blocking its caller for good.
+func TestWriteFullRingIsBounded(t *testing.T) {
+	g := geometry{frameSize: 2048, size: 8 * 2048}
+	mem := make([]byte, g.size)
+	sk := &Socket{fd: -1, mem: mem, geo: g, rxPool: newChunkPool(g, 0, 4), txPool: newChunkPool(g, 4, 4)}
+	tx := newFakeRing[Desc](4, 0)
+	cq := newFakeRing[uint64](4, 0)
+	if err := errors.Join(sk.TX.init(tx.mem()), sk.Completion.init(cq.mem())); err != nil {
+		t.Fatal(err)
+	}
+	e := &Endpoint{}
+	q := &queue{ep: e, sk: sk}
+	e.queues = []*queue{q}
+	var l stack.PacketBufferList
+	for range 10 {
+		l.PushBack(stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(make([]byte, 100))}))
+	}
+	defer l.DecRef()
+	start := time.Now()
+	n, err := e.WritePackets(l)
+	elapsed := time.Since(start)
+	st := e.counters.Snapshot()
+	if n != 4 || st.TxDropped != 6 || err == nil {
+		t.Errorf("wrote %d (%v), %+v: want 4 written and 6 dropped", n, err, st)
+	}
+	if elapsed < txWait || elapsed > txWait+time.Second {
+		t.Errorf("took %v: want about txWait (%v)", elapsed, txWait)
+	}
+	if got := tx.prod.Load(); got != 4 {
+		t.Errorf("%d frames in the tx ring, want 4", got)
+	}
+}
