@@ -141,6 +141,59 @@ func parseRingFrame(pkt []byte, f tpacketFrame, vnetLen int, rf *RingFrame) erro
 	return nil
 }
 
+// parseV3Frame is parseTPacketHdr(tpacketV3, p) followed by parseRingFrame,
+// in one pass: the reader's hot path, a few tens of nanoseconds cheaper per
+// frame than the two general parsers, which matters at millions of frames
+// a second. It accepts exactly what they accept and fills rf the same way
+// (FuzzParseV3Frame holds it to that), reporting false where they fail.
+func parseV3Frame(p []byte, vnetLen int, rf *RingFrame) bool {
+	if len(p) < tpacket3HdrLen {
+		return false
+	}
+	h := p[:tpacket3HdrLen:tpacket3HdrLen]
+	snaplen := int(tpLE.Uint32(h[12:]))
+	length := int(tpLE.Uint32(h[16:]))
+	status := tpLE.Uint32(h[20:])
+	mac := int(tpLE.Uint16(h[24:]))
+	net := int(tpLE.Uint16(h[26:]))
+	// The checks of parseTPacketHdr, then parseRingFrame's room for the
+	// sockaddr_ll (and virtio_net_hdr) before the frame.
+	if mac < tpacket3HdrLen || mac+snaplen > len(p) || snaplen > length || net < mac || net > len(p) ||
+		mac-vnetLen < tpacket3SLLOff+sockaddrLLLen {
+		return false
+	}
+	sll := p[tpacket3SLLOff : tpacket3SLLOff+sockaddrLLLen]
+	*rf = RingFrame{
+		Data:    p[mac : mac+snaplen : mac+snaplen],
+		WireLen: length,
+		Sec:     tpLE.Uint32(h[4:]),
+		Nsec:    tpLE.Uint32(h[8:]),
+		Status:  status,
+		PktType: sll[10],
+		Ifindex: int(int32(tpLE.Uint32(sll[4:]))),
+	}
+	if tci := tpLE.Uint32(h[tpacket3VLANTCIOff:]); status&TPStatusVLANValid != 0 || tci != 0 {
+		rf.HasVLAN = true
+		rf.VLANTCI = uint16(tci)
+		if status&TPStatusVLANTPIDValid != 0 {
+			rf.VLANTPID = tpLE.Uint16(h[tpacket3VLANTPIDOff:])
+		}
+	}
+	if vnetLen >= VnetHdrLen {
+		v := p[mac-vnetLen : mac-vnetLen+VnetHdrLen]
+		rf.Vnet = VnetHdr{
+			Flags:      v[0],
+			GSOType:    v[1],
+			HdrLen:     tpLE.Uint16(v[2:]),
+			GSOSize:    tpLE.Uint16(v[4:]),
+			CsumStart:  tpLE.Uint16(v[6:]),
+			CsumOffset: tpLE.Uint16(v[8:]),
+		}
+		rf.HasVnet = true
+	}
+	return true
+}
+
 // ErrDeviceGone is returned by a RingReader (and wrapped by its callers) when
 // the device its socket is bound to was removed: nothing more will arrive.
 // Do not retry.

@@ -142,3 +142,28 @@ func FuzzParseRingFrame(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseV3Frame holds the fast parser to the general ones: it accepts
+// exactly what parseTPacketHdr and parseRingFrame accept, with the same
+// result.
+func FuzzParseV3Frame(f *testing.F) {
+	blk := buildTPacketBlock(4096, VnetHdrLen, ringFrame{data: testFrame(100, 4), length: 5000})
+	putRingMeta(blk[tpacketBlockDescLen:], 3, 0x8100, PacketHost, 2)
+	binary.LittleEndian.PutUint32(blk[tpacketBlockDescLen+20:], tpStatusUser|TPStatusVLANValid|TPStatusVLANTPIDValid)
+	f.Add(blk[tpacketBlockDescLen:], uint8(VnetHdrLen))
+	f.Add(buildTPacketBlock(4096, 0, ringFrame{data: testFrame(60, 1)})[tpacketBlockDescLen:], uint8(0))
+	f.Add(make([]byte, 47), uint8(0))
+	f.Fuzz(func(t *testing.T, p []byte, vnetLen uint8) {
+		vl := int(vnetLen % 16)
+		var fast, slow RingFrame
+		okFast := parseV3Frame(p, vl, &fast)
+		hdr, err := parseTPacketHdr(tpacketV3, p)
+		okSlow := err == nil && parseRingFrame(p, hdr, vl, &slow) == nil
+		if okFast != okSlow {
+			t.Fatalf("parseV3Frame %v, general parsers %v (%v)", okFast, okSlow, err)
+		}
+		if okFast && !cmp.Equal(fast, slow) {
+			t.Fatalf("parseV3Frame %+v\ngeneral parsers %+v", fast, slow)
+		}
+	})
+}

@@ -21,11 +21,10 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/sluicenet/sluice/internal/rawfile"
 )
 
 // Ring defaults for RingReader.
@@ -44,7 +43,12 @@ const (
 	DefaultReaderRetireTimeout = 10 * time.Millisecond
 	// readerDownPollMs: while the device is down, how often the reader
 	// looks whether it was removed (the kernel reports both as ENETDOWN).
-	readerDownPollMs = 200
+	readerDownPollMs = 200 // milliseconds
+	// ringReaderChunk is the most frames handed over per callback: a 1 MiB
+	// block holds thousands of small frames, and describing them all
+	// before the first is used would take the descriptions out of the
+	// CPU cache before they are read (256 of them are about 24 KiB).
+	ringReaderChunk = 256
 )
 
 // RingOptions describe the PACKET_RX_RING of a RingReader. The zero value of
@@ -94,7 +98,11 @@ type RingReader struct {
 	ring    []byte // the mapping; nil after Close
 	vnetLen int
 	next    int // the block the kernel fills next, in ring order
-	stopFD  int
+	// file is a duplicate of fd registered with the Go runtime's
+	// netpoller, and rc its RawConn: the reader waits for a block there
+	// (see wait for why).
+	file    *os.File
+	rc      syscall.RawConn
 	frames  []RingFrame // reused for every block
 	down    bool        // the socket reported ENETDOWN and nothing came since
 	stopped atomic.Bool
@@ -153,12 +161,40 @@ func NewRingReader(fd int, opts RingOptions) (_ *RingReader, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: ring reader mmap (fd %d, %d bytes): %w: %w", fd, geo.ringSize(), ErrNotSupported, err)
 	}
-	stopFD, err := rawfile.NewStopFD()
+	file, rc, err := pollable(fd)
 	if err != nil {
 		_ = munmapRing(ring)
 		return nil, fmt.Errorf("dataplane: ring reader (fd %d): %w", fd, err)
 	}
-	return &RingReader{fd: fd, geo: geo, ring: ring, vnetLen: vnetLen, stopFD: stopFD}, nil
+	return &RingReader{fd: fd, geo: geo, ring: ring, vnetLen: vnetLen, file: file, rc: rc}, nil
+}
+
+// pollable returns a duplicate of fd (the reader borrows fd and must not
+// close it) registered with the runtime's netpoller, and its RawConn. The
+// duplicate shares fd's open file description, so it is non-blocking too and
+// epoll reports fd's readiness.
+func pollable(fd int) (*os.File, syscall.RawConn, error) {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+	}
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		return nil, nil, os.NewSyscallError("fcntl O_NONBLOCK", err)
+	}
+	f := os.NewFile(uintptr(dup), fmt.Sprintf("packet socket %d", fd))
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("raw conn: %w", err)
+	}
+	// A file the netpoller refused would make deadlines, which Stop
+	// relies on, unavailable.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("not pollable: %w", err)
+	}
+	return f, rc, nil
 }
 
 // RingSize returns the ring's size in bytes.
@@ -178,10 +214,12 @@ func (r *RingReader) VnetHdr() bool { return r.vnetLen > 0 }
 func (r *RingReader) Malformed() uint64 { return r.malformed.Load() }
 
 // WithFrames waits for the next block the kernel hands over and calls fn
-// with its frames, in the order they arrived; the block goes back to the
-// kernel when fn returns, and with it the memory every RingFrame.Data points
-// to: fn must not keep the slice or any frame's Data. fn's error is returned
-// after the block was given back. The frame count is returned too.
+// with its frames, in the order they arrived, in chunks of up to 256; the
+// block goes back to the kernel after the last chunk, and with it the memory
+// every RingFrame.Data points to: fn must not keep the slice or any frame's
+// Data after it returns. An error from fn ends the block (the rest of its
+// frames are dropped) and is returned after the block was given back. The
+// number of frames handed over is returned too.
 //
 // A block that is ready is read even after Stop, so a reader that stops
 // reading only on ErrClosed empties the ring first. It returns ErrClosed once
@@ -222,7 +260,9 @@ func (r *RingReader) Stop() error {
 	if r.stopped.Swap(true) {
 		return nil
 	}
-	if err := rawfile.Stop(r.stopFD); err != nil {
+	// A deadline in the past wakes a waiting WithFrames, and makes every
+	// later wait return at once.
+	if err := r.file.SetReadDeadline(time.Unix(1, 0)); err != nil {
 		return fmt.Errorf("dataplane: ring reader stop (fd %d): %w", r.fd, err)
 	}
 	return nil
@@ -248,7 +288,7 @@ func (r *RingReader) Close() error {
 	err := munmapRing(r.ring)
 	r.ring = nil
 	_ = setRxRing(r.fd, tpacketV3, tpacketGeometry{})
-	unix.Close(r.stopFD)
+	r.file.Close()
 	if err != nil {
 		return fmt.Errorf("dataplane: ring reader close (fd %d): %w", r.fd, err)
 	}
@@ -261,11 +301,15 @@ func (r *RingReader) ready() bool {
 
 // readBlock hands the block at next (which is ours) to fn and gives it back.
 func (r *RingReader) readBlock(fn func([]RingFrame) error) (int, error) {
-	r.down = false
-	off := r.next * r.geo.blockSize
-	block := r.ring[off : off+r.geo.blockSize]
+	if r.down {
+		// Frames again: the device is back up; no more device timer.
+		r.down = false
+		r.setDeadline(time.Time{})
+	}
+	boff := r.next * r.geo.blockSize
+	block := r.ring[boff : boff+r.geo.blockSize]
 	defer func() {
-		storeStatus(r.ring, off+tpacketBlockStatusOff, tpStatusKernel)
+		storeStatus(r.ring, boff+tpacketBlockStatusOff, tpStatusKernel)
 		r.next = (r.next + 1) % r.geo.blockNr
 	}()
 	desc, err := parseTPacketBlock(block)
@@ -276,72 +320,140 @@ func (r *RingReader) readBlock(fn func([]RingFrame) error) (int, error) {
 	// V3 reports drops per block, not per frame (af_packet.c
 	// prb_close_block); pass it on with each frame.
 	losing := desc.status & tpStatusLosing
+	if r.frames == nil {
+		r.frames = make([]RingFrame, 0, ringReaderChunk)
+	}
 	frames := r.frames[:0]
-	it := newTPacketBlockIter(block, desc)
-	for {
-		pkt, f, ok, err := it.next()
-		if err != nil {
-			r.malformed.Add(uint64(it.remaining()))
+	n := 0
+	var ferr error
+	// Walk the packets along tp_next_offset as tpacketBlockIter does
+	// (same checks), parsing each with parseV3Frame.
+	blk := block[:desc.length]
+	pos, left := desc.first, desc.numPkts
+	for ; left > 0; left-- {
+		if pos < 0 || pos > len(blk)-tpacket3HdrLen {
+			r.malformed.Add(uint64(left))
 			break
 		}
-		if !ok {
-			break
+		end := len(blk)
+		if left > 1 {
+			next := int(tpLE.Uint32(blk[pos:]))
+			if next < tpacket3HdrLen || next > end-pos {
+				r.malformed.Add(uint64(left))
+				break
+			}
+			end = pos + next
 		}
 		frames = append(frames, RingFrame{})
-		if err := parseRingFrame(pkt, f, r.vnetLen, &frames[len(frames)-1]); err != nil {
+		if !parseV3Frame(blk[pos:end], r.vnetLen, &frames[len(frames)-1]) {
 			frames = frames[:len(frames)-1]
 			r.malformed.Add(1)
-			continue
+			if left > 1 {
+				pos = end
+				continue
+			}
+			break
 		}
+		pos = end
 		frames[len(frames)-1].Status |= losing
+		if len(frames) == ringReaderChunk {
+			n += len(frames)
+			ferr = fn(frames)
+			clear(frames)
+			frames = frames[:0]
+			if ferr != nil {
+				return n, ferr
+			}
+		}
 	}
-	r.frames = frames
-	n := len(frames)
-	var ferr error
-	if n > 0 {
+	if len(frames) > 0 {
+		n += len(frames)
 		ferr = fn(frames)
+		// Drop the references into the ring with the block.
+		clear(frames)
 	}
-	// Drop the references into the ring with the block.
-	clear(frames)
 	return n, ferr
 }
 
 // wait blocks until the kernel hands over a block, Stop is called, or the
 // device goes away.
+//
+// It waits in the Go runtime's netpoller rather than in a blocking poll(2)
+// with a stop eventfd (the Link's dispatchers' way): a capture is often given
+// one CPU, so one P, and a goroutine blocked in a system call makes the
+// runtime's sysmon take its P away and hand it to a fresh thread every time,
+// which measured about a tenth of the capture's CPU at a million frames a
+// second. In the netpoller the goroutine parks and the P stays idle. The
+// kernel wakes readers of a V3 ring when it retires a block (af_packet.c
+// prb_close_block calls sk_data_ready), and the netpoller's edge-triggered
+// epoll sees each of those; a block retired between ready() and the wait is
+// remembered by the netpoller, not lost.
 func (r *RingReader) wait() error {
-	timeout := -1
-	if r.down {
-		timeout = readerDownPollMs
-	}
-	res, e := rawfile.Wait(r.fd, unix.POLLIN, r.stopFD, timeout)
+	woke := false
+	var checkErr error
+	err := r.rc.Read(func(uintptr) bool {
+		if r.ready() {
+			return true
+		}
+		if !woke {
+			// The first call is before any wait: nothing to look at.
+			woke = true
+			return false
+		}
+		// Readable with no block for us: a socket error (EPOLLERR), or
+		// frames that reached the socket queue rather than the ring
+		// before the ring existed (the caller should have drained
+		// them).
+		checkErr = r.socketError()
+		return checkErr != nil || r.down
+	})
 	switch {
-	case e == unix.EINTR:
-		return nil
-	case e != 0:
-		return fmt.Errorf("dataplane: ring reader poll (fd %d): %w", r.fd, os.NewSyscallError("ppoll", e))
-	case res == rawfile.Stopped:
-		return ErrClosed
-	case res == rawfile.TimedOut:
-		if r.down && deviceGone(r.fd) {
-			return fmt.Errorf("dataplane: ring reader (fd %d): %w", r.fd, ErrDeviceGone)
+	case checkErr != nil:
+		return checkErr
+	case err == nil:
+		if r.down {
+			// Look again at the device in a while, unless frames come.
+			r.setDeadline(time.Now().Add(readerDownPollMs * time.Millisecond))
 		}
 		return nil
-	}
-	if r.ready() {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if r.stopped.Load() {
+			return ErrClosed
+		}
+		// The device-down timer.
+		if deviceGone(r.fd) {
+			return fmt.Errorf("dataplane: ring reader (fd %d): %w", r.fd, ErrDeviceGone)
+		}
+		r.setDeadline(time.Now().Add(readerDownPollMs * time.Millisecond))
 		return nil
 	}
-	// Readable with no block for us: a socket error (POLLERR), or a frame
-	// that reached the socket queue rather than the ring before the ring
-	// existed (the caller should have drained it).
+	return fmt.Errorf("dataplane: ring reader wait (fd %d): %w", r.fd, err)
+}
+
+// setDeadline sets the wait's deadline (zero: none) unless Stop was called,
+// whose deadline in the past must stay: Stop sets stopped before its
+// deadline, so checking after setting ours catches a Stop in between.
+func (r *RingReader) setDeadline(t time.Time) {
+	if r.stopped.Load() {
+		return
+	}
+	_ = r.file.SetReadDeadline(t)
+	if r.stopped.Load() {
+		_ = r.file.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// socketError reads SO_ERROR (which clears it). ENETDOWN, which the kernel
+// reports when the device goes down and when it is removed (af_packet.c
+// packet_notifier, which forgets the device's index only on removal, maybe
+// just after), sets down, or returns ErrDeviceGone if the device is gone
+// already. Stray frames on the socket queue are dropped.
+func (r *RingReader) socketError() error {
 	soerr, err := unix.GetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 	switch {
 	case err != nil:
 		return fmt.Errorf("dataplane: ring reader (fd %d): %w", r.fd, os.NewSyscallError("getsockopt SO_ERROR", err))
 	case soerr == int(unix.ENETDOWN):
-		// Down or removed: the kernel says ENETDOWN for both
-		// (af_packet.c packet_notifier), and forgets the device's
-		// index only on removal, which may come just after. Look
-		// again now and every readerDownPollMs while nothing arrives.
 		r.down = true
 		if deviceGone(r.fd) {
 			return fmt.Errorf("dataplane: ring reader (fd %d): %w", r.fd, ErrDeviceGone)
@@ -350,8 +462,6 @@ func (r *RingReader) wait() error {
 	case soerr != 0:
 		return fmt.Errorf("dataplane: ring reader (fd %d): %w", r.fd, os.NewSyscallError("socket", unix.Errno(soerr)))
 	}
-	// Stray frames queued outside the ring keep poll readable: take them
-	// off so the next wait blocks.
 	drainSocketQueue(r.fd)
 	return nil
 }
