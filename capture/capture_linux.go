@@ -64,6 +64,7 @@ type Capture struct {
 	wbytes  uint64 // their captured bytes; guarded by mu
 	full    bool   // Count frames written; guarded by mu
 	scratch []byte // OnFrame's frame; guarded by mu
+	rec     record // the record being written; guarded by mu
 	stopped atomic.Bool
 	stopCh  chan struct{} // closed once, by requestStop
 	stopOne sync.Once
@@ -610,34 +611,41 @@ func (c *Capture) closeSockets() {
 	})
 }
 
-// writeRing writes a block's frames. It runs with the ring's memory lent to
-// it: every frame is copied into the write buffer before it returns.
+// writeRing writes frames of a ring block. It runs with the ring's memory
+// lent to it: every frame is copied into the write buffer before it returns.
+// This is the hot path: one record is reused, and a frame is only looked
+// into for its headers when it is a GSO super-frame.
 func (c *Capture) writeRing(ch *channel, fs []dataplane.RingFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	r := &c.rec
+	r.queue = uint32(ch.idx)
+	if fs[0].Status&dataplane.TPStatusLosing != 0 {
+		ch.collect()
+	}
 	for i := range fs {
 		f := &fs[i]
 		if c.full {
 			return errStop
 		}
-		if f.Status&dataplane.TPStatusLosing != 0 && i == 0 {
-			ch.collect()
-		}
-		r := record{
-			sec: f.Sec, nsec: f.Nsec, wireLen: f.WireLen, data: f.Data,
-			pktType: f.PktType, queue: uint32(ch.idx), drops: ch.takeDrops(),
-		}
+		r.sec, r.nsec, r.wireLen, r.data, r.pktType = f.Sec, f.Nsec, f.WireLen, f.Data, f.PktType
+		r.drops = ch.takeDrops()
+		r.hasVLAN = f.HasVLAN
 		if f.HasVLAN {
-			r.hasVLAN = true
 			r.vlanTag = vlanTag(f.VLANTPID, f.VLANTCI)
 		}
+		r.gsoSegs = 0
 		if f.HasVnet {
-			r.gsoSegs = gsoSegments(f.Vnet, f.Data, f.WireLen)
+			r.gsoSegs = 1
+			if f.Vnet.IsGSO() {
+				r.gsoSegs = gsoSegments(f.Vnet, f.Data, f.WireLen)
+			}
 		}
-		if err := c.writeLocked(&r); err != nil {
+		if err := c.writeLocked(r); err != nil {
 			return err
 		}
 	}
+	r.data = nil
 	return nil
 }
 
@@ -645,26 +653,28 @@ func (c *Capture) writeRing(ch *channel, fs []dataplane.RingFrame) error {
 func (c *Capture) writeRecv(ch *channel, fs []recvFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	r := &c.rec
+	r.queue = uint32(ch.idx)
 	for i := range fs {
 		f := &fs[i]
 		if c.full {
 			return errStop
 		}
-		r := record{
-			sec: f.sec, nsec: f.nsec, wireLen: f.wireLen, data: f.data,
-			pktType: f.pktType, queue: uint32(ch.idx), drops: ch.takeDrops(),
-		}
+		r.sec, r.nsec, r.wireLen, r.data, r.pktType = f.sec, f.nsec, f.wireLen, f.data, f.pktType
+		r.drops = ch.takeDrops()
+		r.hasVLAN = f.hasVLAN
 		if f.hasVLAN {
-			r.hasVLAN = true
 			r.vlanTag = vlanTag(f.tpid, f.tci)
 		}
+		r.gsoSegs = 0
 		if f.hasVnet {
 			r.gsoSegs = gsoSegments(f.vnet, f.data, f.wireLen)
 		}
-		if err := c.writeLocked(&r); err != nil {
+		if err := c.writeLocked(r); err != nil {
 			return err
 		}
 	}
+	r.data = nil
 	return nil
 }
 

@@ -130,7 +130,7 @@ const compileTimeout = 10 * time.Second
 // frames keep their VLAN tags (a savefile), without touching any interface:
 // tcpdump reads the link type and snap length from a pcap header on stdin.
 func compileDead(ctx context.Context, tcpdump, expr string, snaplen int) (Program, error) {
-	hdr := (&pcapEncoder{snaplen: snaplen}).header(nil, fileInfo{})
+	hdr := (&encoder{snaplen: snaplen}).header(nil, fileInfo{})
 	return runTcpdump(ctx, tcpdump, expr, bytes.NewReader(hdr), "-ddd", "-r", "-")
 }
 

@@ -88,23 +88,68 @@ type fileInfo struct {
 	sluiceInfo string
 }
 
-// encoder writes one file format.
-type encoder interface {
-	// header appends the file header.
-	header(dst []byte, fi fileInfo) []byte
-	// recordSize returns the bytes putRecord will write for r.
-	recordSize(r *record) int
-	// putRecord writes r into b, which is recordSize(r) long.
-	putRecord(b []byte, r *record)
-	// trailer appends what ends a file (pcapng's statistics), or nothing.
-	trailer(dst []byte, st trailerStats) []byte
-	// unitLen returns the length of the record (or block) at the start of
-	// b, or 0 if b does not hold a whole one. It never sees the pcap file
-	// header.
-	unitLen(b []byte) int
-	// dataLen returns the captured bytes of the whole record (or block) b:
-	// 0 for a block that is not a frame.
-	dataLen(b []byte) int
+// encoder writes one of the two file formats. It is a concrete type, not an
+// interface, so that the record passed to it stays on the caller's stack: a
+// call through an interface would move every record to the heap.
+type encoder struct {
+	ng      bool // pcapng, else pcap
+	snaplen int
+	nano    bool
+	mode    uint8 // dispatch mode code, for pcapng's custom option
+}
+
+// header appends the file header.
+func (e *encoder) header(dst []byte, fi fileInfo) []byte {
+	if e.ng {
+		return e.ngHeader(dst, fi)
+	}
+	return e.pcapHeader(dst)
+}
+
+// recordSize returns the bytes putRecord will write for r.
+func (e *encoder) recordSize(r *record) int {
+	if e.ng {
+		return e.ngRecordSize(r)
+	}
+	return pcapRecHdrLen + r.capLen(e.snaplen)
+}
+
+// putRecord writes r into b, which is recordSize(r) long.
+func (e *encoder) putRecord(b []byte, r *record) {
+	if e.ng {
+		e.ngPutRecord(b, r)
+		return
+	}
+	e.pcapPutRecord(b, r)
+}
+
+// trailer appends what ends a file (pcapng's statistics), or nothing.
+func (e *encoder) trailer(dst []byte, st trailerStats) []byte {
+	if e.ng {
+		return e.ngTrailer(dst, st)
+	}
+	return dst
+}
+
+// unitLen returns the length of the record (or block) at the start of b, or
+// 0 if b does not hold a whole one. It never sees the pcap file header.
+func (e *encoder) unitLen(b []byte) int {
+	if e.ng {
+		return e.ngUnitLen(b)
+	}
+	return e.pcapUnitLen(b)
+}
+
+// dataLen returns the captured bytes of the whole record (or block) b: 0
+// for a block that is not a frame.
+func (e *encoder) dataLen(b []byte) int {
+	if e.ng {
+		if le.Uint32(b[0:]) != ngBlockEPB {
+			return 0
+		}
+		return int(le.Uint32(b[20:]))
+	}
+	return int(le.Uint32(b[8:]))
 }
 
 // Link type of every file: LINKTYPE_ETHERNET.
@@ -119,12 +164,7 @@ const (
 	pcapRecHdrLen  = 16
 )
 
-type pcapEncoder struct {
-	snaplen int
-	nano    bool
-}
-
-func (e *pcapEncoder) header(dst []byte, fi fileInfo) []byte {
+func (e *encoder) pcapHeader(dst []byte) []byte {
 	magic := uint32(pcapMagicMicro)
 	if e.nano {
 		magic = pcapMagicNano
@@ -138,9 +178,7 @@ func (e *pcapEncoder) header(dst []byte, fi fileInfo) []byte {
 	return le.AppendUint32(dst, linkTypeEthernet)
 }
 
-func (e *pcapEncoder) recordSize(r *record) int { return pcapRecHdrLen + r.capLen(e.snaplen) }
-
-func (e *pcapEncoder) putRecord(b []byte, r *record) {
+func (e *encoder) pcapPutRecord(b []byte, r *record) {
 	n := len(b) - pcapRecHdrLen
 	frac := r.nsec
 	if !e.nano {
@@ -153,11 +191,7 @@ func (e *pcapEncoder) putRecord(b []byte, r *record) {
 	r.putFrameBytes(b[pcapRecHdrLen:], n)
 }
 
-func (e *pcapEncoder) trailer(dst []byte, _ trailerStats) []byte { return dst }
-
-func (e *pcapEncoder) dataLen(b []byte) int { return int(le.Uint32(b[8:])) }
-
-func (e *pcapEncoder) unitLen(b []byte) int {
+func (e *encoder) pcapUnitLen(b []byte) int {
 	if len(b) < pcapRecHdrLen {
 		return 0
 	}
@@ -242,12 +276,6 @@ func epbFlags(pktType uint8) uint32 {
 	return 0
 }
 
-type pcapngEncoder struct {
-	snaplen int
-	nano    bool
-	mode    uint8
-}
-
 func pad4(n int) int { return (n + 3) &^ 3 }
 
 // appendOpt appends one option, padded.
@@ -273,7 +301,7 @@ func appendBlock(dst []byte, typ uint32, body []byte) []byte {
 
 func u64(v uint64) []byte { return le.AppendUint64(nil, v) }
 
-func (e *pcapngEncoder) header(dst []byte, fi fileInfo) []byte {
+func (e *encoder) ngHeader(dst []byte, fi fileInfo) []byte {
 	var shb []byte
 	shb = le.AppendUint32(shb, ngBOM)
 	shb = le.AppendUint16(shb, 1) // version 1.0
@@ -311,7 +339,7 @@ func (e *pcapngEncoder) header(dst []byte, fi fileInfo) []byte {
 	return appendBlock(dst, ngBlockIDB, idb)
 }
 
-func (e *pcapngEncoder) recordSize(r *record) int {
+func (e *encoder) ngRecordSize(r *record) int {
 	n := ngEPBFixed + pad4(r.capLen(e.snaplen)) + ngEPBOptions + 4
 	if r.drops > 0 {
 		n += ngEPBDropCount
@@ -320,14 +348,14 @@ func (e *pcapngEncoder) recordSize(r *record) int {
 }
 
 // ts returns r's timestamp in the interface's units.
-func (e *pcapngEncoder) ts(sec, nsec uint32) uint64 {
+func (e *encoder) ts(sec, nsec uint32) uint64 {
 	if e.nano {
 		return uint64(sec)*1e9 + uint64(nsec)
 	}
 	return uint64(sec)*1e6 + uint64(nsec/1000)
 }
 
-func (e *pcapngEncoder) putRecord(b []byte, r *record) {
+func (e *encoder) ngPutRecord(b []byte, r *record) {
 	total := len(b)
 	n := r.capLen(e.snaplen)
 	ts := e.ts(r.sec, r.nsec)
@@ -369,7 +397,7 @@ func (e *pcapngEncoder) putRecord(b []byte, r *record) {
 	le.PutUint32(b[o:], uint32(total))
 }
 
-func (e *pcapngEncoder) trailer(dst []byte, st trailerStats) []byte {
+func (e *encoder) ngTrailer(dst []byte, st trailerStats) []byte {
 	end := e.tsNanos(st.end)
 	var isb []byte
 	isb = le.AppendUint32(isb, 0) // interface 0
@@ -386,21 +414,14 @@ func (e *pcapngEncoder) trailer(dst []byte, st trailerStats) []byte {
 }
 
 // tsNanos converts Unix nanoseconds to the interface's units.
-func (e *pcapngEncoder) tsNanos(ns int64) uint64 {
+func (e *encoder) tsNanos(ns int64) uint64 {
 	if e.nano {
 		return uint64(ns)
 	}
 	return uint64(ns / 1000)
 }
 
-func (e *pcapngEncoder) dataLen(b []byte) int {
-	if le.Uint32(b[0:]) != ngBlockEPB {
-		return 0
-	}
-	return int(le.Uint32(b[20:]))
-}
-
-func (e *pcapngEncoder) unitLen(b []byte) int {
+func (e *encoder) ngUnitLen(b []byte) int {
 	if len(b) < 12 {
 		return 0
 	}
@@ -412,9 +433,6 @@ func (e *pcapngEncoder) unitLen(b []byte) int {
 }
 
 // newEncoder returns the encoder of f.
-func newEncoder(f Format, snaplen int, nano bool, via Via) encoder {
-	if f == FormatPcapNG {
-		return &pcapngEncoder{snaplen: snaplen, nano: nano, mode: via.modeCode()}
-	}
-	return &pcapEncoder{snaplen: snaplen, nano: nano}
+func newEncoder(f Format, snaplen int, nano bool, via Via) *encoder {
+	return &encoder{ng: f == FormatPcapNG, snaplen: snaplen, nano: nano, mode: via.modeCode()}
 }

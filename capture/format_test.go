@@ -236,7 +236,7 @@ func TestSinkFileNames(t *testing.T) {
 		{sinkConfig{output: "x-%Y%m%d-%H%M%S.pcap", every: time.Second}, 0, "x-20261122-090807.pcap"},
 		{sinkConfig{output: "x-%H.pcap", every: time.Second, fileSize: 1, fileCount: 3}, 2, "x-09.pcap2"},
 	} {
-		s := newSink(c.cfg, &pcapEncoder{})
+		s := newSink(c.cfg, &encoder{})
 		if got := s.fileName(at, c.idx); got != c.want {
 			t.Errorf("%+v idx %d: %q, want %q", c.cfg, c.idx, got, c.want)
 		}

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -49,16 +52,22 @@ type recvFrame struct {
 // direction from its address, and its wire length, VLAN tag and timestamp
 // from control messages. Single goroutine.
 type recvReader struct {
-	fd, stopFD int
-	vnetLen    int
-	bufSize    int // per frame, including vnetLen
-	buf        []byte
-	names      []byte // batch × sockaddr_ll
-	ctrl       []byte // batch × recvCtrlLen
-	iovs       []unix.Iovec
-	msgs       []unix.Mmsghdr
-	frames     []recvFrame
-	down       bool
+	fd int
+	// file is a duplicate of fd in the Go runtime's netpoller, and rc its
+	// RawConn: the reader waits there, as dataplane's RingReader does and
+	// for the same reason (no system call blocking a P).
+	file    *os.File
+	rc      syscall.RawConn
+	stopped atomic.Bool
+	vnetLen int
+	bufSize int // per frame, including vnetLen
+	buf     []byte
+	names   []byte // batch × sockaddr_ll
+	ctrl    []byte // batch × recvCtrlLen
+	iovs    []unix.Iovec
+	msgs    []unix.Mmsghdr
+	frames  []recvFrame
+	down    bool // the socket reported ENETDOWN and nothing came since
 }
 
 // newRecvReader prepares fd (PACKET_AUXDATA, SO_TIMESTAMPNS) and the
@@ -70,11 +79,20 @@ func newRecvReader(fd, snaplen, vnetLen int) (*recvReader, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		return nil, os.NewSyscallError("setsockopt SO_TIMESTAMPNS", err)
 	}
-	stopFD, err := rawfile.NewStopFD()
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
 	}
-	r := &recvReader{fd: fd, stopFD: stopFD, vnetLen: vnetLen, bufSize: vnetLen + min(snaplen, recvBufMax)}
+	file := os.NewFile(uintptr(dup), fmt.Sprintf("packet socket %d", fd))
+	rc, err := file.SyscallConn()
+	if err == nil {
+		err = file.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("packet socket %d not pollable: %w", fd, err)
+	}
+	r := &recvReader{fd: fd, file: file, rc: rc, vnetLen: vnetLen, bufSize: vnetLen + min(snaplen, recvBufMax)}
 	r.buf = make([]byte, recvBatch*r.bufSize)
 	r.names = make([]byte, recvBatch*sockaddrLLLen)
 	r.ctrl = make([]byte, recvBatch*recvCtrlLen)
@@ -87,70 +105,103 @@ func newRecvReader(fd, snaplen, vnetLen int) (*recvReader, error) {
 	return r, nil
 }
 
-// stop makes a waiting read return dataplane.ErrClosed.
-func (r *recvReader) stop() error { return rawfile.Stop(r.stopFD) }
+// stop makes a waiting read return dataplane.ErrClosed. Safe from any
+// goroutine.
+func (r *recvReader) stop() error {
+	if r.stopped.Swap(true) {
+		return nil
+	}
+	return r.file.SetReadDeadline(time.Unix(1, 0))
+}
 
-func (r *recvReader) close() { unix.Close(r.stopFD) }
+func (r *recvReader) close() { r.file.Close() }
+
+// setDeadline sets the wait's deadline unless stop was called (see
+// dataplane's RingReader.setDeadline).
+func (r *recvReader) setDeadline(t time.Time) {
+	if r.stopped.Load() {
+		return
+	}
+	_ = r.file.SetReadDeadline(t)
+	if r.stopped.Load() {
+		_ = r.file.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// recv reads one batch without waiting.
+func (r *recvReader) recv() (int, unix.Errno) {
+	for i := range r.msgs {
+		h := &r.msgs[i].Hdr
+		*h = unix.Msghdr{}
+		h.Name = &r.names[i*sockaddrLLLen]
+		h.Namelen = sockaddrLLLen
+		h.Iov = &r.iovs[i]
+		h.SetIovlen(1)
+		h.Control = &r.ctrl[i*recvCtrlLen]
+		h.SetControllen(recvCtrlLen)
+		r.msgs[i].Len = 0
+	}
+	return rawfile.RecvMMsg(r.fd, r.msgs, 0)
+}
 
 // read reads one batch and hands it to fn; the frames' data is valid during
 // the call. With wait it blocks until frames arrive, stop is called or the
 // device goes; without, it returns 0 when nothing is queued.
 func (r *recvReader) read(wait bool, fn func([]recvFrame) error) (int, error) {
 	for {
-		for i := range r.msgs {
-			h := &r.msgs[i].Hdr
-			*h = unix.Msghdr{}
-			h.Name = &r.names[i*sockaddrLLLen]
-			h.Namelen = sockaddrLLLen
-			h.Iov = &r.iovs[i]
-			h.SetIovlen(1)
-			h.Control = &r.ctrl[i*recvCtrlLen]
-			h.SetControllen(recvCtrlLen)
-			r.msgs[i].Len = 0
+		var (
+			n int
+			e unix.Errno
+		)
+		if wait {
+			err := r.rc.Read(func(uintptr) bool {
+				n, e = r.recv()
+				return e != unix.EAGAIN && !(e == 0 && n == 0)
+			})
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if r.stopped.Load() {
+					return 0, dataplane.ErrClosed
+				}
+				if deviceGone(r.fd) {
+					return 0, fmt.Errorf("capture: recvmmsg (fd %d): %w", r.fd, dataplane.ErrDeviceGone)
+				}
+				r.setDeadline(time.Now().Add(200 * time.Millisecond))
+				continue
+			}
+			if err != nil {
+				return 0, fmt.Errorf("capture: wait (fd %d): %w", r.fd, err)
+			}
+		} else {
+			n, e = r.recv()
 		}
-		n, e := rawfile.RecvMMsg(r.fd, r.msgs, 0)
 		switch {
 		case e == 0 && n > 0:
-			r.down = false
+			if r.down {
+				r.down = false
+				r.setDeadline(time.Time{})
+			}
 			return n, fn(r.parse(n))
 		case e == 0, e == unix.EAGAIN:
 			if !wait {
 				return 0, nil
 			}
-			if err := r.wait(); err != nil {
-				return 0, err
-			}
 		case e == unix.EINTR:
 		case e == unix.ENETDOWN:
 			// Down or removed: the kernel says ENETDOWN for both;
-			// see dataplane's RingReader.
+			// see dataplane's RingReader. Look at the device again
+			// in a while unless frames come.
 			r.down = true
 			if deviceGone(r.fd) {
 				return 0, fmt.Errorf("capture: recvmmsg (fd %d): %w", r.fd, dataplane.ErrDeviceGone)
 			}
+			if !wait {
+				return 0, nil
+			}
+			r.setDeadline(time.Now().Add(200 * time.Millisecond))
 		default:
 			return 0, fmt.Errorf("capture: recvmmsg (fd %d): %w", r.fd, os.NewSyscallError("recvmmsg", e))
 		}
 	}
-}
-
-func (r *recvReader) wait() error {
-	timeout := -1
-	if r.down {
-		timeout = 200
-	}
-	res, e := rawfile.Wait(r.fd, unix.POLLIN, r.stopFD, timeout)
-	switch {
-	case e == unix.EINTR:
-		return nil
-	case e != 0:
-		return fmt.Errorf("capture: poll (fd %d): %w", r.fd, os.NewSyscallError("ppoll", e))
-	case res == rawfile.Stopped:
-		return dataplane.ErrClosed
-	case res == rawfile.TimedOut && r.down && deviceGone(r.fd):
-		return fmt.Errorf("capture: recvmmsg (fd %d): %w", r.fd, dataplane.ErrDeviceGone)
-	}
-	return nil
 }
 
 // parse turns the first n messages into frames.

@@ -58,7 +58,7 @@ type sinkConfig struct {
 // Not safe for concurrent use: the capture serialises its calls.
 type sink struct {
 	cfg sinkConfig
-	enc encoder
+	enc *encoder
 
 	out      io.Writer
 	f        *os.File // nil for stdout
@@ -80,7 +80,7 @@ type sink struct {
 	lastSync time.Time
 }
 
-func newSink(cfg sinkConfig, enc encoder) *sink {
+func newSink(cfg sinkConfig, enc *encoder) *sink {
 	s := &sink{cfg: cfg, enc: enc, buf: make([]byte, 0, writeBufBytes)}
 	if cfg.fileSize > 0 && cfg.fileCount > 0 {
 		// tcpdump pads -C numbers to the width of the largest, -W - 1.
