@@ -46,6 +46,27 @@
 // Close stops the readers and fences the writers; the sockets belong to
 // whoever opened them (a Link) and outlive the endpoint.
 //
+// # On veth
+//
+// AF_XDP on a veth does not beat PACKET_MMAP, and this package does not
+// pretend otherwise (bench: `sluice bench dispatch --modes mmap,xdp`):
+//
+//   - a veth has no zero-copy, so the kernel copies every frame into the
+//     UMEM, as PACKET_MMAP copies it into its ring;
+//   - a frame sent into a veth is already an skb, and native XDP first
+//     moves it into a page of its own when it lacks 256 bytes of headroom,
+//     which locally built frames do (veth_convert_skb_to_xdp_buff): a second
+//     copy and an allocation that PACKET_MMAP does not make;
+//   - a native XDP program on a veth turns TSO off on its peer (KERNEL-NOTES
+//     item 4), so a local TCP sender sends MTU-sized frames instead of 64 KiB
+//     ones: EndpointOptions.GRO rebuilds them for the stack, and GSOMaxSize
+//     lets the stack send large segments the other way.
+//
+// What AF_XDP brings is the modes a packet socket cannot do: redirect and
+// tunnel modes take a NIC's traffic, or part of it, away from the host
+// stack before any skb exists, and drivers with zero-copy support skip the
+// copy into the UMEM.
+//
 // # Modes
 //
 // OpenNS, OpenRedirect and OpenTunnel set up a mode and return a Link: the
