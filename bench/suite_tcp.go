@@ -23,7 +23,7 @@ func (tcpScenario) Name() string { return ScenarioTCP }
 
 func (tcpScenario) Description() string {
 	return "TCP throughput between a netstack on sluice's fdbased endpoint and a kernel peer across a veth, against gVisor's endpoint, " +
-		"per GSO kind, GRO, flows, direction and peer TSO (mmap dispatch): tcp_gbps, with peak RSS (rss_mib) and the senders' retransmissions (retrans) during each"
+		"per GSO kind, GRO, dispatch mode, flows, direction and peer TSO: tcp_gbps, with peak RSS (rss_mib) and the senders' retransmissions (retrans) during each"
 }
 
 func (tcpScenario) Plan(opts SuiteOptions) ([]Step, string) {
