@@ -22,6 +22,7 @@ command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v tshark >/dev/null || need+=(tshark)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v curl >/dev/null || need+=(curl) # sandbox tests: a real HTTP client inside sluice run
+command -v dig >/dev/null || need+=(dnsutils) # sandbox tests: DNS through the sandbox resolver
 command -v pasta >/dev/null || need+=(passt)             # bench sandbox: a peer
 command -v slirp4netns >/dev/null || need+=(slirp4netns) # bench sandbox: a peer
 # clang, llvm-strip and the libbpf/kernel headers regenerate the eBPF objects

@@ -113,6 +113,25 @@ type Config struct {
 	// path) in which the host sockets of the uplink are opened; empty means
 	// sluice's own.
 	UplinkNetNS string `flag:"uplink-netns"`
+	// Allow and Deny are the egress policy's rules (see Policy and
+	// ParseRule); `--deny all` makes the policy default-deny.
+	Allow []string `flag:"allow"`
+	Deny  []string `flag:"deny"`
+	// LogPolicy logs every policy decision to stderr, one line each.
+	LogPolicy bool `flag:"log-policy"`
+	// LogPolicyJSON writes the decisions as JSON lines instead.
+	LogPolicyJSON bool `flag:"log-policy-json"`
+	// DNS serves DNS on the gateway addresses (port 53, UDP and TCP) by
+	// forwarding to DNSUpstream, and points the command's resolv.conf at
+	// it; domain rules of the policy need it.
+	DNS bool `flag:"dns"`
+	// DNSUpstream is the resolver the DNS service forwards to
+	// (ADDR[:PORT]); empty means the first nameserver of the host's
+	// /etc/resolv.conf. Setting it implies DNS.
+	DNSUpstream string `flag:"dns-upstream"`
+	// Publish are the host ports forwarded into the sandbox, each
+	// [HOSTADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp] (see ParsePublish).
+	Publish []string `flag:"publish"`
 }
 
 // DefaultConfig returns the settings used when no flag is given. The
@@ -156,8 +175,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.RXChecksumOffload, "rx-checksum-offload", c.RXChecksumOffload, "trust inbound checksums (the frames come from a veth)")
 	fs.Var(&c.QDisc, "qdisc", "queueing discipline in front of the stack-side link's writes: none or fifo")
 	fs.BoolVar(&c.BufferPooling, "buffer-pooling", c.BufferPooling, "read frames into pooled buffers (the netstack's; =false is not implemented yet and fails at run)")
-	fs.StringVar(&c.PCAPLog, "pcap-log", c.PCAPLog, "write the link's frames to this pcap file (not implemented yet: accepted and validated, fails at run)")
-	fs.BoolVar(&c.LogPackets, "log-packets", c.LogPackets, "log every frame of the link (not implemented yet: fails at run)")
+	fs.StringVar(&c.PCAPLog, "pcap-log", c.PCAPLog, "write every frame of the sandbox's eth0, both directions, to this pcap file (Ethernet link type; tcpdump -r reads it)")
+	fs.BoolVar(&c.LogPackets, "log-packets", c.LogPackets, "log one decoded line per frame of the sandbox's eth0 to stderr")
 	fs.Var(&c.XDP, "xdp", "XDP mode: off, ns, redirect:IFACE or tunnel:IFACE (not implemented yet: anything but off fails at run)")
 	fs.BoolVar(&c.XDPNeedWakeup, "xdp-need-wakeup", c.XDPNeedWakeup, "bind AF_XDP sockets with XDP_USE_NEED_WAKEUP")
 	fs.Var(prefixValue{&c.Subnet, 4}, "subnet", "IPv4 subnet of the sandbox (gateway .2, sandbox .100), or none")
@@ -166,6 +185,13 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.Stats, "stats", c.Stats, "print interface counters (rx/tx packets, bytes, errors, dropped) to stderr when the command ends")
 	fs.StringVar(&c.StatsFile, "stats-file", c.StatsFile, "write interface counters as JSON to this file when the command ends")
 	fs.BoolVar(&c.AllowHostLoopback, "allow-host-loopback", c.AllowHostLoopback, "let connections to the gateway address reach the uplink namespace's loopback (gateway:port -> 127.0.0.1:port)")
+	fs.Var(ruleList{&c.Allow}, "allow", "allow new flows to all, CIDR[:PORT[/tcp|udp]] ([CIDR6]:PORT for IPv6 with a port) (repeatable; comma-separated values are split)")
+	fs.Var(ruleList{&c.Deny}, "deny", "deny new flows to CIDR[:PORT[/tcp|udp]] (TCP gets a RST, UDP an ICMP unreachable); all makes every flow not allowed denied (repeatable)")
+	fs.BoolVar(&c.LogPolicy, "log-policy", c.LogPolicy, "log every egress policy decision to stderr, one line each")
+	fs.BoolVar(&c.LogPolicyJSON, "log-policy-json", c.LogPolicyJSON, "log the policy decisions as JSON lines (implies --log-policy)")
+	fs.BoolVar(&c.DNS, "dns", c.DNS, "serve DNS on the gateway (UDP and TCP port 53, forwarded to the host's resolver or --dns-upstream) and bind-mount a resolv.conf naming it over the command's /etc/resolv.conf")
+	fs.StringVar(&c.DNSUpstream, "dns-upstream", c.DNSUpstream, "resolver the sandbox's DNS forwards to, ADDR[:PORT] (implies --dns)")
+	fs.Var(ruleList{&c.Publish}, "publish", "forward a host port into the sandbox: [HOSTADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp], listening in the uplink namespace (repeatable)")
 	fs.StringVar(&c.UplinkNetNS, "uplink-netns", c.UplinkNetNS, "open the uplink's host sockets in this network namespace (name or path) instead of sluice's own")
 }
 
@@ -338,22 +364,53 @@ func (c Config) Validate() error {
 	if c.PCAPLog != "" && filepath.Base(c.PCAPLog) == "." {
 		bad("--pcap-log %q: not a file name", c.PCAPLog)
 	}
+	for _, set := range []struct {
+		allow bool
+		name  string
+		vals  []string
+	}{{true, "--allow", c.Allow}, {false, "--deny", c.Deny}} {
+		for _, v := range set.vals {
+			r, err := ParseRule(set.allow, v)
+			if err != nil {
+				bad("%s %w", set.name, err)
+			} else if r.All && r.Allow {
+				bad("%s all: allowing everything is the default; drop it (or give --deny rules)", set.name)
+			}
+		}
+	}
+	for _, v := range c.Publish {
+		if _, err := ParsePublish(v); err != nil {
+			bad("--publish %w", err)
+		}
+	}
+	if c.DNSUpstream != "" {
+		if _, err := ParseDNSUpstream(c.DNSUpstream); err != nil {
+			bad("--dns-upstream %w", err)
+		}
+	}
 	return errors.Join(errs...)
 }
+
+// DNSOn reports whether the sandbox serves DNS.
+func (c Config) DNSOn() bool { return c.DNS || c.DNSUpstream != "" }
 
 // CheckImplemented reports the settings that are accepted and validated but
 // not implemented yet, naming the flag. Start calls it before creating
 // anything.
 func (c Config) CheckImplemented() error {
 	var errs []error
-	if c.PCAPLog != "" {
-		errs = append(errs, fmt.Errorf("--pcap-log: packet capture of the sandbox link is %w (it comes with the network services); drop the flag", ErrNotImplemented))
-	}
-	if c.LogPackets {
-		errs = append(errs, fmt.Errorf("--log-packets: packet logging is %w (it comes with the network services); drop the flag", ErrNotImplemented))
-	}
 	if c.XDP.Mode != XDPOff {
 		errs = append(errs, fmt.Errorf("--xdp %v: XDP links are %w (they come with the AF_XDP endpoint); use --xdp off", c.XDP, ErrNotImplemented))
+	}
+	for _, set := range []struct {
+		allow bool
+		vals  []string
+	}{{true, c.Allow}, {false, c.Deny}} {
+		for _, v := range set.vals {
+			if r, err := ParseRule(set.allow, v); err == nil && r.Domain != "" && !c.DNSOn() {
+				errs = append(errs, fmt.Errorf("%v: %w: add --dns or --dns-upstream", r, ErrNeedsDNS))
+			}
+		}
 	}
 	if !c.BufferPooling {
 		errs = append(errs, fmt.Errorf("--buffer-pooling=false: the fdbased endpoint always reads into the netstack's pooled views and has no switch for heap buffers yet: %w", ErrNotImplemented))

@@ -42,6 +42,13 @@ func everyFlagSet() Config {
 		StatsFile:                   "/tmp/stats.json",
 		AllowHostLoopback:           true,
 		UplinkNetNS:                 "/proc/1/ns/net",
+		Allow:                       []string{"10.0.0.0/8:443/tcp", "example.org"},
+		Deny:                        []string{"all", "[fd00::/8]:53/udp"},
+		LogPolicy:                   true,
+		LogPolicyJSON:               true,
+		DNS:                         true,
+		DNSUpstream:                 "192.0.2.53:5353",
+		Publish:                     []string{"8080:80", "127.0.0.1:5353:53/udp"},
 	}
 }
 
@@ -241,8 +248,6 @@ func TestCheckImplemented(t *testing.T) {
 		set  func(*Config)
 		flag string
 	}{
-		{"pcap", func(c *Config) { c.PCAPLog = "x.pcap" }, "--pcap-log"},
-		{"log packets", func(c *Config) { c.LogPackets = true }, "--log-packets"},
 		{"xdp", func(c *Config) { c.XDP = XDPConfig{Mode: XDPNS} }, "--xdp ns"},
 		{"buffer pooling off", func(c *Config) { c.BufferPooling = false }, "--buffer-pooling=false"},
 	} {

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -48,6 +51,12 @@ func RunInit(args []string) error {
 	if os.Getppid() != ppid {
 		return ErrSetupFailed
 	}
+	if conf := os.Getenv(resolvConfEnv); conf != "" {
+		os.Unsetenv(resolvConfEnv)
+		if err := mountResolvConf(conf); err != nil {
+			return err
+		}
+	}
 	if err := syscall.Exec(args[0], args[1:], os.Environ()); err != nil {
 		return fmt.Errorf("sandbox: exec %s: %w", args[0], err)
 	}
@@ -88,4 +97,43 @@ func RunGuard() error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return errors.New("sandbox: guard: processes keep appearing in the namespace")
+}
+
+// resolvConfEnv names the environment variable by which Start tells the
+// init which resolv.conf to bind-mount (--dns); the init removes it before
+// the command sees the environment.
+const resolvConfEnv = "SLUICE_SANDBOX_RESOLV_CONF"
+
+// mountResolvConf bind-mounts conf over /etc/resolv.conf in the init's own
+// mount namespace (Start cloned it with CLONE_NEWNS). Propagation is made
+// private first, so that the mount does not reach the host's namespace
+// through a shared /.
+func mountResolvConf(conf string) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("sandbox: init: make mounts private: %w", err)
+	}
+	if err := unix.Mount(conf, "/etc/resolv.conf", "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("sandbox: init: bind-mount %s over /etc/resolv.conf: %w", conf, err)
+	}
+	return nil
+}
+
+// writeResolvConf writes a resolv.conf naming the gateways (the sandbox's
+// DNS) in a directory of its own and returns its path.
+func writeResolvConf(gateways []netip.Addr) (string, error) {
+	dir, err := os.MkdirTemp("", "sluice-resolv")
+	if err != nil {
+		return "", fmt.Errorf("sandbox: resolv.conf: %w", err)
+	}
+	var b strings.Builder
+	b.WriteString("# written by sluice: the sandbox's DNS, served by its gateway\n")
+	for _, g := range gateways {
+		fmt.Fprintf(&b, "nameserver %v\n", g)
+	}
+	path := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("sandbox: resolv.conf: %w", err)
+	}
+	return path, nil
 }

@@ -48,6 +48,11 @@ type Options struct {
 	InitPath string
 	// Facts reads the host facts; nil means HostFactSource.
 	Facts FactSource
+	// PacketLog receives the lines of --log-packets; nil means os.Stderr.
+	PacketLog io.Writer
+	// PolicyLog receives the decisions of --log-policy; nil means
+	// os.Stderr.
+	PolicyLog io.Writer
 	// Logger receives warnings (dispatch fallbacks) and debug details of
 	// refused flows; nil discards.
 	Logger *slog.Logger

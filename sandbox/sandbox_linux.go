@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"syscall"
@@ -54,6 +56,12 @@ type Sandbox struct {
 	stack    *stack.Stack
 	links    *Links
 	uplink   *uplink
+	tap      *tap    // --pcap-log and --log-packets; nil when neither
+	policy   *Policy // the egress policy; nil without --allow/--deny
+	// names learns the DNS answers; nil without --dns. dnsUpstream is
+	// where queries go.
+	names       *nameTable
+	dnsUpstream netip.AddrPort
 
 	// undo holds the cleanups of Start, run in reverse by Close.
 	undo      []func()
@@ -106,6 +114,44 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 			sb.Close()
 		}
 	}()
+	lines := o.PacketLog
+	if lines == nil {
+		lines = os.Stderr
+	}
+	if sb.tap, err = newTap(c, lines, log); err != nil {
+		return nil, err
+	}
+	if len(c.Publish) > 0 && args.Network != NetworkSandbox {
+		return nil, fmt.Errorf("sandbox: --publish needs --network sandbox (with --network %v there is no stack to forward into)", args.Network)
+	}
+	var resolvConf string
+	if c.DNSOn() && args.Network == NetworkSandbox {
+		if c.DNSUpstream != "" {
+			sb.dnsUpstream, err = ParseDNSUpstream(c.DNSUpstream)
+		} else {
+			sb.dnsUpstream, err = hostResolver("/etc/resolv.conf")
+		}
+		if err != nil {
+			return nil, err
+		}
+		sb.names = newNameTable()
+		if resolvConf, err = writeResolvConf(args.Uplink.Gateways); err != nil {
+			return nil, err
+		}
+		sb.push(func() { os.RemoveAll(filepath.Dir(resolvConf)) })
+	}
+	if len(c.Allow) > 0 || len(c.Deny) > 0 {
+		var plog io.Writer
+		if c.LogPolicy || c.LogPolicyJSON {
+			plog = o.PolicyLog
+			if plog == nil {
+				plog = os.Stderr
+			}
+		}
+		if sb.policy, err = newPolicy(c, plog, c.LogPolicyJSON, sb.names); err != nil {
+			return nil, err
+		}
+	}
 
 	if args.Network == NetworkHost {
 		cmd := sb.command(o, path, o.Args)
@@ -131,6 +177,18 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 	cmd := sb.command(o, initPath, argv)
 	cmd.ExtraFiles = []*os.File{rd} // fd 3 in the child
 	cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWNET
+	if resolvConf != "" {
+		// A mount namespace of its own, in which the init bind-mounts
+		// the generated resolv.conf over /etc/resolv.conf: the
+		// command's resolver is the gateway, and the host's file is
+		// untouched.
+		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWNS
+		env := cmd.Env
+		if env == nil {
+			env = os.Environ()
+		}
+		cmd.Env = append(env[:len(env):len(env)], resolvConfEnv+"="+resolvConf)
+	}
 	err = sb.startChild(cmd)
 	rd.Close()
 	if err != nil {
@@ -296,7 +354,31 @@ func (sb *Sandbox) startNetwork(o Options) error {
 		return err
 	}
 	sb.links = links
-	sb.uplink = newUplink(s, links.NIC(link.Name), *a, uplinkNS, sb.log)
+	sb.uplink = newUplink(s, links.NIC(link.Name), *a, uplinkNS, sb.policy, sb.log)
+	if sb.names != nil {
+		sb.uplink.dns, sb.uplink.names = sb.dnsUpstream, sb.names
+	}
+	if len(sb.cfg.Publish) > 0 {
+		var ps []Publish
+		for _, v := range sb.cfg.Publish {
+			p, err := ParsePublish(v)
+			if err != nil {
+				return fmt.Errorf("sandbox: --publish %w", err)
+			}
+			ps = append(ps, p)
+		}
+		var sb4, sb6 netip.Addr
+		for _, p := range a.Sandbox.Addresses {
+			if p.Addr().Is4() {
+				sb4 = p.Addr()
+			} else {
+				sb6 = p.Addr()
+			}
+		}
+		if err := sb.uplink.publish(ps, sb4, sb6); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -344,7 +426,11 @@ func (sb *Sandbox) packetOpener(stackNS int) EndpointOpener {
 			release()
 			return OpenedLink{}, err
 		}
-		return OpenedLink{Endpoint: ep, Stats: ep.Stats, Modes: ep.Modes, Offloads: ep.Offloads, Release: release}, nil
+		var lep stack.LinkEndpoint = ep
+		if sb.tap != nil {
+			lep = sb.tap.wrap(ep)
+		}
+		return OpenedLink{Endpoint: lep, Stats: ep.Stats, Modes: ep.Modes, Offloads: ep.Offloads, Release: release}, nil
 	}
 }
 
@@ -410,6 +496,13 @@ func (sb *Sandbox) Stats() []LinkStats {
 	return sb.links.Stats()
 }
 
+// DNSStats returns the DNS service's counters; nil without --dns.
+func (sb *Sandbox) DNSStats() *DNSStats { return sb.names.stats() }
+
+// PolicyStats returns the flows each egress rule decided; nil without a
+// policy.
+func (sb *Sandbox) PolicyStats() []PolicyStats { return sb.policy.Stats() }
+
 // Args returns the plan the sandbox runs.
 func (sb *Sandbox) Args() Args { return sb.args }
 
@@ -442,6 +535,9 @@ func (sb *Sandbox) Close() error {
 		}
 		if sb.links != nil {
 			sb.links.Release()
+		}
+		if err := sb.tap.Close(); err != nil {
+			sb.log.Error(err.Error())
 		}
 		for i := len(sb.undo) - 1; i >= 0; i-- {
 			sb.undo[i]()

@@ -503,7 +503,7 @@ func TestFailsBeforeTheCommandStarts(t *testing.T) {
 		{"overlapping subnet", []string{"--uplink-netns", v.NSA}, []string{"--subnet 10.0.2.0/24", "overlaps", "10.0.2.0/24", "--subnet"}},
 		{"bad flag value", []string{"--qdisc=red"}, []string{`"red"`, "--qdisc"}},
 		{"bad mtu", []string{"--mtu=100"}, []string{"--mtu 100"}},
-		{"pcap not implemented", []string{"--pcap-log=/tmp/x.pcap"}, []string{"--pcap-log", "not implemented yet"}},
+		{"pcap in a missing directory", []string{"--pcap-log=/nonexistent/dir/x.pcap"}, []string{"--pcap-log", "no such file or directory"}},
 		{"xdp not implemented", []string{"--xdp=ns"}, []string{"--xdp ns", "not implemented yet"}},
 		{"missing uplink namespace", []string{"--uplink-netns=/nonexistent/ns"}, []string{"--uplink-netns /nonexistent/ns"}},
 	} {

@@ -56,6 +56,12 @@ func (*Sandbox) Stats() []LinkStats { return []LinkStats{} }
 // Args returns the zero plan.
 func (*Sandbox) Args() Args { return Args{} }
 
+// DNSStats returns nil: there is no DNS service off Linux.
+func (*Sandbox) DNSStats() *DNSStats { return nil }
+
+// PolicyStats returns nil: there is no policy off Linux.
+func (*Sandbox) PolicyStats() []PolicyStats { return nil }
+
 // Close does nothing.
 func (*Sandbox) Close() error { return nil }
 

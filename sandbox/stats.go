@@ -29,6 +29,10 @@ type LinkStats struct {
 // Report is the JSON document of --stats-file.
 type Report struct {
 	Interfaces []LinkStats `json:"interfaces"`
+	// Policy are the egress policy's counters: flows decided per rule.
+	Policy []PolicyStats `json:"policy,omitempty"`
+	// DNS are the DNS service's counters; absent without --dns.
+	DNS *DNSStats `json:"dns,omitempty"`
 	// ExitStatus is the command's exit status as sluice reports it.
 	ExitStatus int `json:"exit_status"`
 }
@@ -53,6 +57,19 @@ func WriteStatsText(w io.Writer, stats []LinkStats) error {
 		}
 	}
 	return nil
+}
+
+// WritePolicyStatsText prints the policy's counters, one rule a line.
+func WritePolicyStatsText(w io.Writer, stats []PolicyStats) error {
+	if len(stats) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "policy rule	verdict	flows	")
+	for _, s := range stats {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t\n", s.Rule, s.Verdict, s.Flows)
+	}
+	return tw.Flush()
 }
 
 // WriteReportFile writes r as JSON to path, through a temporary file in the

@@ -56,7 +56,13 @@ type uplink struct {
 	nat      map[netip.Addr]netip.Addr
 	gateways map[netip.Addr]bool
 	subnets  []netip.Prefix
-	log      *slog.Logger
+	policy   *Policy // nil allows every flow
+	// dns is where the sandbox's DNS queries to a gateway address (port
+	// 53) are forwarded; invalid when the DNS service is off. names
+	// learns from the answers.
+	dns   netip.AddrPort
+	names *nameTable
+	log   *slog.Logger
 
 	ctx    context.Context // cancelled by close: stops dials in progress
 	cancel context.CancelFunc
@@ -68,7 +74,7 @@ type uplink struct {
 }
 
 // newUplink installs the TCP, UDP and ICMP handlers of a on s.
-func newUplink(s *stack.Stack, nic tcpip.NICID, a Args, nsFD int, log *slog.Logger) *uplink {
+func newUplink(s *stack.Stack, nic tcpip.NICID, a Args, nsFD int, policy *Policy, log *slog.Logger) *uplink {
 	u := &uplink{
 		s:        s,
 		nic:      nic,
@@ -76,6 +82,7 @@ func newUplink(s *stack.Stack, nic tcpip.NICID, a Args, nsFD int, log *slog.Logg
 		nat:      map[netip.Addr]netip.Addr{},
 		gateways: map[netip.Addr]bool{},
 		subnets:  a.Uplink.Subnets,
+		policy:   policy,
 		log:      log,
 		pings:    make(chan struct{}, maxPingsInFlight),
 		conns:    map[io.Closer]struct{}{},
@@ -157,6 +164,12 @@ func (u *uplink) target(dst netip.Addr) (netip.Addr, bool) {
 	return dst, true
 }
 
+// isDNS reports whether a flow to dst:port is a query to the sandbox's DNS
+// service: port 53 of a gateway address, with the service on.
+func (u *uplink) isDNS(dst netip.Addr, port uint16) bool {
+	return u.dns.IsValid() && port == 53 && u.gateways[dst]
+}
+
 // inNS runs fn on a thread in the uplink namespace, so that the sockets it
 // creates belong there (and keep it) wherever they are used afterwards.
 func (u *uplink) inNS(fn func() error) error {
@@ -169,8 +182,20 @@ func (u *uplink) inNS(fn func() error) error {
 func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	dst, ok := u.target(toAddr(id.LocalAddress))
-	if !ok {
+	dnsFlow := u.isDNS(toAddr(id.LocalAddress), id.LocalPort)
+	if dnsFlow {
+		// The sandbox's resolver, served by forwarding to the
+		// upstream; not subject to the policy, which it feeds.
+		u.names.queriesTCP.Add(1)
+		dst, ok = u.dns.Addr(), true
+	} else if !ok {
 		r.Complete(true) // refused: RST the SYN
+		return
+	}
+	// The policy sees the destination the sandbox asked for, before
+	// NAT, decided once per flow: here, at its SYN.
+	if !dnsFlow && !u.policy.Decide("tcp", netip.AddrPortFrom(toAddr(id.RemoteAddress), id.RemotePort), netip.AddrPortFrom(toAddr(id.LocalAddress), id.LocalPort)) {
+		r.Complete(true)
 		return
 	}
 	ctx, cancel := context.WithTimeout(u.ctx, dialTimeout)
@@ -179,7 +204,11 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 	err := u.inNS(func() error {
 		var d net.Dialer
 		var err error
-		host, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(dst, id.LocalPort).String())
+		port := id.LocalPort
+		if dnsFlow {
+			port = u.dns.Port()
+		}
+		host, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(dst, port).String())
 		return err
 	})
 	if err != nil {
@@ -205,7 +234,11 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	go func() {
 		defer u.end(host)
-		splice(gonet.NewTCPConn(&wq, ep), ep, host.(*net.TCPConn))
+		var tee io.Writer
+		if dnsFlow {
+			tee = &dnsStream{t: u.names}
+		}
+		splice(gonet.NewTCPConn(&wq, ep), ep, host.(*net.TCPConn), tee)
 	}()
 }
 
@@ -214,7 +247,9 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 // ended. A direction that ends cleanly passes the half-close on (FIN); one
 // that fails resets both connections, as a kernel forwarding the flow would
 // see the RST.
-func splice(sb *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn) {
+//
+// tee, when not nil, sees every byte from the host to the sandbox.
+func splice(sb *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn, tee io.Writer) {
 	errc := make(chan error, 2)
 	go func() {
 		err := copyStream(host, sb)
@@ -224,7 +259,11 @@ func splice(sb *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn) {
 		errc <- err
 	}()
 	go func() {
-		err := copyStream(sb, host)
+		var src io.Reader = host
+		if tee != nil {
+			src = io.TeeReader(host, tee)
+		}
+		err := copyStream(sb, src)
 		if err == nil {
 			err = sb.CloseWrite()
 		}
@@ -272,13 +311,24 @@ func copyStream(dst io.Writer, src io.Reader) error {
 func (u *uplink) handleUDP(r *udp.ForwarderRequest) bool {
 	id := r.ID()
 	dst, ok := u.target(toAddr(id.LocalAddress))
+	port := id.LocalPort
+	dnsFlow := u.isDNS(toAddr(id.LocalAddress), id.LocalPort)
+	if dnsFlow {
+		dst, port, ok = u.dns.Addr(), u.dns.Port(), true
+	}
 	if !ok {
 		return false // the stack answers with ICMP port unreachable
+	}
+	// Decided once per flow: later datagrams of an allowed flow go to
+	// its endpoint and do not come here. A denied one is answered with
+	// ICMP port unreachable, as a refused one is.
+	if !dnsFlow && !u.policy.Decide("udp", netip.AddrPortFrom(toAddr(id.RemoteAddress), id.RemotePort), netip.AddrPortFrom(toAddr(id.LocalAddress), id.LocalPort)) {
+		return false
 	}
 	var host net.Conn
 	err := u.inNS(func() error {
 		var err error
-		host, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, id.LocalPort)))
+		host, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, port)))
 		return err
 	})
 	if err != nil {
@@ -300,14 +350,22 @@ func (u *uplink) handleUDP(r *udp.ForwarderRequest) bool {
 	}
 	go func() {
 		defer u.end(host)
-		relayUDP(sb, host, udpIdleTimeout)
+		var toSandbox, fromSandbox func([]byte)
+		if dnsFlow {
+			fromSandbox = func([]byte) { u.names.queriesUDP.Add(1) }
+			toSandbox = u.names.learn
+		}
+		relayUDP(sb, host, udpIdleTimeout, fromSandbox, toSandbox)
 	}()
 	return true
 }
 
 // relayUDP moves datagrams both ways until neither side has sent one for
 // idle, or either side fails.
-func relayUDP(sb, host net.Conn, idle time.Duration) {
+//
+// fromSandbox and toSandbox, when not nil, see each datagram of their
+// direction before it is passed on.
+func relayUDP(sb, host net.Conn, idle time.Duration, fromSandbox, toSandbox func([]byte)) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	var once sync.Once
@@ -317,7 +375,7 @@ func relayUDP(sb, host net.Conn, idle time.Duration) {
 			host.Close()
 		})
 	}
-	pump := func(dst, src net.Conn) {
+	pump := func(dst, src net.Conn, see func([]byte)) {
 		defer stop()
 		buf := make([]byte, 64<<10)
 		for {
@@ -331,6 +389,9 @@ func relayUDP(sb, host net.Conn, idle time.Duration) {
 				return
 			}
 			last.Store(time.Now().UnixNano())
+			if see != nil {
+				see(buf[:n])
+			}
 			if _, err := dst.Write(buf[:n]); err != nil {
 				return
 			}
@@ -338,7 +399,7 @@ func relayUDP(sb, host net.Conn, idle time.Duration) {
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); pump(host, sb) }()
-	go func() { defer wg.Done(); pump(sb, host) }()
+	go func() { defer wg.Done(); pump(host, sb, fromSandbox) }()
+	go func() { defer wg.Done(); pump(sb, host, toSandbox) }()
 	wg.Wait()
 }

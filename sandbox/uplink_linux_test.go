@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -66,7 +67,13 @@ func newGatewayPair(t *testing.T, flags ...string) *gatewayPair {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p.uplink = newUplink(p.gateway, p.links.NIC(StackLinkName), p.args, -1, log)
+	var policy *Policy
+	if len(c.Allow) > 0 || len(c.Deny) > 0 {
+		if policy, err = NewPolicy(c, nil, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.uplink = newUplink(p.gateway, p.links.NIC(StackLinkName), p.args, -1, policy, log)
 
 	p.client = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
@@ -335,7 +342,7 @@ func TestRelayUDPIdleTimeout(t *testing.T) {
 	a1, a2 := net.Pipe()
 	b1, b2 := net.Pipe()
 	done := make(chan struct{})
-	go func() { relayUDP(a2, b1, 100*time.Millisecond); close(done) }()
+	go func() { relayUDP(a2, b1, 100*time.Millisecond, nil, nil); close(done) }()
 	// Traffic keeps the flow alive past the timeout...
 	for range 3 {
 		go func() { buf := make([]byte, 10); _, _ = b2.Read(buf) }()
@@ -357,5 +364,50 @@ func TestRelayUDPIdleTimeout(t *testing.T) {
 	}
 	if _, err := a1.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
 		t.Errorf("write after the relay ended: %v, want closed", err)
+	}
+}
+
+// TestUplinkPolicy checks that a denied TCP flow is reset at its SYN and a
+// denied UDP flow never reaches its server, while allowed ones pass.
+func TestUplinkPolicy(t *testing.T) {
+	l := lengthServer(t, "tcp", "127.0.0.1:0")
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	p := newGatewayPair(t, "--allow-host-loopback", "--deny", "all", "--allow", fmt.Sprintf("10.0.2.2:%d/tcp", port))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := gonet.DialContextTCP(ctx, p.client, fullAddr(netip.AddrPortFrom(p.args.Sandbox.Gateway4, port)), ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatalf("allowed flow: %v", err)
+	}
+	c.Close()
+	_, err = gonet.DialContextTCP(ctx, p.client, fullAddr(netip.AddrPortFrom(p.args.Sandbox.Gateway6, port)), ipv6.ProtocolNumber)
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("denied flow (IPv6 gateway, not allowed): %v, want connection refused (RST)", err)
+	}
+	st := p.uplink.policy.Stats()
+	if st[0].Flows != 1 || st[1].Flows != 1 {
+		t.Errorf("policy stats %+v, want one allowed and one denied", st)
+	}
+
+	// UDP: the datagram is dropped with ICMP port unreachable, so the
+	// server sees nothing.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	uport := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	raddr := fullAddr(netip.AddrPortFrom(p.args.Sandbox.Gateway4, uport))
+	uc, err := gonet.DialUDP(p.client, nil, &raddr, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	if _, err := uc.Write([]byte("denied")); err != nil {
+		t.Fatal(err)
+	}
+	_ = pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if n, _, err := pc.ReadFrom(make([]byte, 100)); err == nil {
+		t.Errorf("a denied UDP flow reached the server (%d bytes)", n)
 	}
 }

@@ -39,16 +39,30 @@ Addresses (defaults): sandbox 10.0.2.100/24 and fd00:51ce::100/64, gateway
 10.0.2.2 and fd00:51ce::2. Connections to the gateway are refused unless
 --allow-host-loopback maps them to the uplink namespace's 127.0.0.1 / ::1.
 
+Network services: --dns (or --dns-upstream ADDR[:PORT]) serves DNS on the
+gateway, forwarded to the host's resolver, and bind-mounts a resolv.conf
+naming it over the command's /etc/resolv.conf; --allow/--deny decide each
+new flow by CIDR[:PORT[/tcp|udp]] or by domain name (the addresses the
+sandbox's DNS answered for it, CNAME chains included), --deny all making
+the policy default-deny, denied TCP getting a RST and UDP an ICMP
+unreachable, --log-policy[-json] logging each decision; --publish
+[HOSTADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp] forwards a port of the uplink
+namespace into the sandbox (the sandbox sees the gateway as the peer);
+--pcap-log FILE captures eth0's frames both ways, --log-packets logs one
+decoded line per frame.
+
 sluice exits with the command's exit status (128+N if a signal N killed it)
 and passes SIGINT, SIGTERM and SIGHUP on to it. Every namespace, veth and
 socket goes when sluice exits, also when sluice itself is killed.
 
 Accepted and validated but not implemented yet (they fail before the command
-starts): --pcap-log, --log-packets, --xdp other than off,
---buffer-pooling=false.
+starts): --xdp other than off, --buffer-pooling=false.
 
 Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW), except --network host.`,
 		Example: `  sluice run -- curl -sS http://example.com/
+  sluice run --dns --deny all --allow example.com -- curl -sS https://example.com/
+  sluice run --publish 8080:80 -- python3 -m http.server 80
+  sluice run --pcap-log eth0.pcap -- curl -sS http://example.com/
   sluice run --stats --dispatch mmap -- iperf3 -c 192.0.2.10
   sluice run --network none -- ip addr`,
 		Args: cobra.MinimumNArgs(1),
@@ -88,6 +102,8 @@ func runRun(ctx context.Context, o *runOptions) error {
 		NewProcessGroup: true,
 		Foreground:      fg,
 		Logger:          log,
+		PacketLog:       o.stderr,
+		PolicyLog:       o.stderr,
 	})
 	if err != nil {
 		return err
@@ -114,6 +130,8 @@ wait:
 	}
 	stats := sb.Stats()
 	sb.Close()
+	pstats := sb.PolicyStats()
+	dstats := sb.DNSStats()
 	if werr != nil {
 		return werr
 	}
@@ -123,9 +141,16 @@ wait:
 		} else if err := sandbox.WriteStatsText(o.stderr, stats); err != nil {
 			return err
 		}
+		if err := sandbox.WritePolicyStatsText(o.stderr, pstats); err != nil {
+			return err
+		}
+		if dstats != nil {
+			fmt.Fprintf(o.stderr, "dns: %d UDP and %d TCP queries, %d answers (%d truncated, %d malformed), %d address bindings\n",
+				dstats.QueriesUDP, dstats.QueriesTCP, dstats.Answers, dstats.Truncated, dstats.Malformed, dstats.Addresses)
+		}
 	}
 	if o.cfg.StatsFile != "" {
-		if err := sandbox.WriteReportFile(o.cfg.StatsFile, sandbox.Report{Interfaces: stats, ExitStatus: code}); err != nil {
+		if err := sandbox.WriteReportFile(o.cfg.StatsFile, sandbox.Report{Interfaces: stats, Policy: pstats, DNS: dstats, ExitStatus: code}); err != nil {
 			return err
 		}
 	}

@@ -26,7 +26,7 @@ func TestRunInProcess(t *testing.T) {
 		{"signal status", []string{"run", "--network=host", "--", "sh", "-c", "kill -INT $$"}, 130, ""},
 		{"bad flag", []string{"run", "--qdisc=red", "--", "true"}, 1, `"red"`},
 		{"no command", []string{"run"}, 1, "requires at least 1 arg"},
-		{"not implemented", []string{"run", "--log-packets", "--", "true"}, 1, "--log-packets"},
+		{"not implemented", []string{"run", "--xdp=ns", "--", "true"}, 1, "--xdp ns"},
 		{"uplink flag in demo", []string{"demo", "--uplink-netns=x"}, 1, "--uplink-netns"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

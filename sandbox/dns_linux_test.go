@@ -1,0 +1,193 @@
+package sandbox_test
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/sluicenet/sluice/internal/testenv"
+	"github.com/sluicenet/sluice/sandbox"
+)
+
+// testZone is the test resolver's data. svc.test is a CNAME chain to
+// real.test (10.99.0.1); other.test is 10.99.0.2; big.test answers over
+// UDP with the TC bit and nothing else, so that a client must retry over
+// TCP (10.99.0.3); bad.test answers garbage.
+func answer(q []byte, overTCP bool) []byte {
+	var p dnsmessage.Parser
+	h, err := p.Start(q)
+	if err != nil {
+		return nil
+	}
+	question, err := p.Question()
+	if err != nil {
+		return nil
+	}
+	name := strings.ToLower(question.Name.String())
+	if name == "bad.test." {
+		return []byte{byte(h.ID >> 8), byte(h.ID), 0x81, 0x80, 0, 1, 0, 5, 0xde, 0xad} // claims 5 answers, has none
+	}
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired})
+	b.EnableCompression()
+	_ = b.StartQuestions()
+	_ = b.Question(question)
+	_ = b.StartAnswers()
+	rh := func(n string, t dnsmessage.Type) dnsmessage.ResourceHeader {
+		return dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(n), Type: t, Class: dnsmessage.ClassINET, TTL: 300}
+	}
+	a := func(n, ip string) {
+		if question.Type == dnsmessage.TypeA {
+			_ = b.AResource(rh(n, dnsmessage.TypeA), dnsmessage.AResource{A: netip.MustParseAddr(ip).As4()})
+		}
+	}
+	switch name {
+	case "svc.test.":
+		_ = b.CNAMEResource(rh("svc.test.", dnsmessage.TypeCNAME), dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName("mid.test.")})
+		_ = b.CNAMEResource(rh("mid.test.", dnsmessage.TypeCNAME), dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName("real.test.")})
+		a("real.test.", "10.99.0.1")
+	case "other.test.":
+		a("other.test.", "10.99.0.2")
+	case "big.test.":
+		if !overTCP {
+			msg, _ := b.Finish()
+			msg[2] |= 0x02 // TC
+			return msg
+		}
+		a("big.test.", "10.99.0.3")
+	}
+	msg, _ := b.Finish()
+	return msg
+}
+
+// dnsServer serves answer on UDP and TCP at addr in ns.
+func dnsServer(t *testing.T, ns string, addr string) {
+	t.Helper()
+	var pc net.PacketConn
+	var l net.Listener
+	testenv.Do(t, ns, func() error {
+		var err error
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return err
+		}
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	t.Cleanup(func() { pc.Close(); l.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if m := answer(buf[:n], false); m != nil {
+				_, _ = pc.WriteTo(m, from)
+			}
+		}
+	}()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					var n [2]byte
+					if _, err := io.ReadFull(c, n[:]); err != nil {
+						return
+					}
+					q := make([]byte, binary.BigEndian.Uint16(n[:]))
+					if _, err := io.ReadFull(c, q); err != nil {
+						return
+					}
+					m := answer(q, true)
+					if m == nil {
+						return
+					}
+					_, _ = c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(m))), m...))
+				}
+			}()
+		}
+	}()
+}
+
+// TestDNS resolves through the sandbox's DNS (the gateway, from the
+// generated resolv.conf) with dig and getent against a resolver in the
+// test's namespace: a CNAME chain, a TCP query, a TCP fallback after a
+// truncated UDP answer, and a malformed answer (passed on, counted, no
+// crash).
+func TestDNS(t *testing.T) {
+	testenv.RequireTool(t, "dig")
+	testenv.RequireTool(t, "getent")
+	ns := serverNS(t)
+	dnsServer(t, ns, "10.99.0.1:53")
+	stats := filepath.Join(t.TempDir(), "stats.json")
+	script := `cat /etc/resolv.conf
+echo "svc: $(dig +short +tries=1 +time=5 svc.test A | tr '\n' ' ')"
+echo "tcp: $(dig +tcp +short +tries=1 +time=5 other.test A | tr '\n' ' ')"
+echo "fallback: $(dig +short +tries=1 +time=5 big.test A | tr '\n' ' ')"
+echo "getent: $(getent hosts other.test)"
+dig +tries=1 +time=3 bad.test A >/dev/null 2>&1; echo "bad: $?"`
+	r := mustRun(t, "run", "--uplink-netns", ns, "--dns-upstream", "10.99.0.1", "--stats-file", stats, "--", "sh", "-c", script)
+	t.Logf("sandbox output:\n%s", r.stdout)
+	for _, want := range []string{
+		"nameserver 10.0.2.2",
+		"svc: mid.test. real.test. 10.99.0.1",
+		"tcp: 10.99.0.2",
+		"fallback: 10.99.0.3",
+		"getent: 10.99.0.2",
+		"bad: ", // dig fails on the garbage; sluice does not
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s\nstderr: %s", want, r.stdout, r.stderr)
+		}
+	}
+	b, err := os.ReadFile(stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep sandbox.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if d := rep.DNS; d == nil || d.QueriesUDP == 0 || d.QueriesTCP < 2 || d.Truncated == 0 || d.Malformed == 0 {
+		t.Errorf("DNS stats %+v: want UDP queries, two TCP flows, a truncated and a malformed answer", d)
+	}
+	if got, _ := os.ReadFile("/etc/resolv.conf"); strings.Contains(string(got), "written by sluice") {
+		t.Errorf("the host's /etc/resolv.conf was changed")
+	}
+}
+
+// TestDomainPolicy runs `--deny all --allow svc.test`: curl reaches the
+// server by that name (whose address came through a CNAME chain), while
+// the other server, resolved or not, is refused with a RST.
+func TestDomainPolicy(t *testing.T) {
+	testenv.RequireTool(t, "curl")
+	ns := serverNS(t)
+	testenv.IP(t, ns, "addr", "add", "10.99.0.2/32", "dev", "lo")
+	dnsServer(t, ns, "10.99.0.1:53")
+	serveData(t, listen(t, ns, netip.MustParseAddrPort("10.99.0.1:8085")), 1000)
+	serveData(t, listen(t, ns, netip.MustParseAddrPort("10.99.0.2:8085")), 1000)
+	script := `curl -sS --max-time 10 -o /dev/null -w 'svc %{size_download}\n' http://svc.test:8085/data; echo "svc exit $?"
+curl -sS --max-time 10 -o /dev/null http://other.test:8085/data; echo "other exit $?"
+curl -sS --max-time 10 -o /dev/null http://10.99.0.2:8085/data; echo "addr exit $?"`
+	r := mustRun(t, "run", "--uplink-netns", ns, "--dns-upstream", "10.99.0.1:53", "--deny", "all", "--allow", "svc.test", "--log-policy", "--", "sh", "-c", script)
+	for _, want := range []string{"svc 1000\nsvc exit 0", "other exit 7", "addr exit 7"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s\nstderr: %s", want, r.stdout, r.stderr)
+		}
+	}
+	if !strings.Contains(r.stderr, "-> 10.99.0.1:8085 (--allow svc.test)") || !strings.Contains(r.stderr, "deny tcp 10.0.2.100:") {
+		t.Errorf("policy log:\n%s", r.stderr)
+	}
+}

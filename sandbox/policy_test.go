@@ -1,0 +1,130 @@
+package sandbox
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseRule(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Rule
+	}{
+		{"all", Rule{All: true}},
+		{"10.0.0.0/8", Rule{Prefix: netip.MustParsePrefix("10.0.0.0/8")}},
+		{"10.1.2.3/8", Rule{Prefix: netip.MustParsePrefix("10.0.0.0/8")}},
+		{"192.0.2.1", Rule{Prefix: netip.MustParsePrefix("192.0.2.1/32")}},
+		{"192.0.2.1:443", Rule{Prefix: netip.MustParsePrefix("192.0.2.1/32"), Port: 443}},
+		{"10.0.0.0/8:53/udp", Rule{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Port: 53, Proto: "udp"}},
+		{"fd00::/8", Rule{Prefix: netip.MustParsePrefix("fd00::/8")}},
+		{"[fd00::/8]:443/tcp", Rule{Prefix: netip.MustParsePrefix("fd00::/8"), Port: 443, Proto: "tcp"}},
+		{"Example.ORG.", Rule{Domain: "example.org"}},
+		{"example.org:443/tcp", Rule{Domain: "example.org", Port: 443, Proto: "tcp"}},
+	} {
+		got, err := ParseRule(true, tc.in)
+		if err != nil {
+			t.Errorf("ParseRule(%q): %v", tc.in, err)
+			continue
+		}
+		tc.want.Allow, tc.want.Text = true, tc.in
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ParseRule(%q) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+	for _, in := range []string{"", ":80", "10.0.0.0/33", "10.0.0.1:0", "10.0.0.1:70000", "10.0.0.1:80/sctp",
+		"10.0.0.1:", "[fd00::/8", "[fd00::1]x", "10.0.0.300", "exa mple.org", "-bad.org", "all:80", "1.2.3.4:http"} {
+		if r, err := ParseRule(false, in); err == nil {
+			t.Errorf("ParseRule(%q) = %+v, want an error", in, r)
+		}
+	}
+}
+
+func TestPolicyDecide(t *testing.T) {
+	c := DefaultConfig()
+	c.Deny = []string{"all", "10.1.0.0/16"}
+	c.Allow = []string{"10.0.0.0/8", "192.0.2.1:53/udp"}
+	var log bytes.Buffer
+	p, err := NewPolicy(c, &log, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := netip.MustParseAddrPort("10.0.2.100:40000")
+	for _, tc := range []struct {
+		proto, dst string
+		want       bool
+	}{
+		{"tcp", "10.9.9.9:80", true},
+		{"tcp", "10.1.2.3:80", false}, // the deny is more specific
+		{"udp", "192.0.2.1:53", true},
+		{"tcp", "192.0.2.1:53", false},
+		{"udp", "192.0.2.1:54", false},
+		{"tcp", "198.51.100.1:443", false}, // --deny all
+	} {
+		if got := p.Decide(tc.proto, src, netip.MustParseAddrPort(tc.dst)); got != tc.want {
+			t.Errorf("Decide(%s %s) = %v, want %v", tc.proto, tc.dst, got, tc.want)
+		}
+	}
+	if n := strings.Count(log.String(), "\n"); n != 6 {
+		t.Errorf("logged %d lines, want 6:\n%s", n, log.String())
+	}
+	if !strings.Contains(log.String(), "sluice: policy: deny tcp 10.0.2.100:40000 -> 10.1.2.3:80 (--deny 10.1.0.0/16)") {
+		t.Errorf("log lacks the CIDR deny:\n%s", log.String())
+	}
+	want := []PolicyStats{
+		{"--deny 10.1.0.0/16", "deny", 1},
+		{"--allow 10.0.0.0/8", "allow", 1},
+		{"--allow 192.0.2.1:53/udp", "allow", 1},
+		{"--deny all", "deny", 3},
+	}
+	if got := p.Stats(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Stats() = %+v, want %+v", got, want)
+	}
+
+	// JSON lines.
+	log.Reset()
+	p, _ = NewPolicy(c, &log, true)
+	p.Decide("tcp", src, netip.MustParseAddrPort("10.1.2.3:80"))
+	var rec map[string]string
+	if err := json.Unmarshal(log.Bytes(), &rec); err != nil || rec["verdict"] != "deny" || rec["dst"] != "10.1.2.3:80" {
+		t.Errorf("JSON log %q: %v %v", log.String(), rec, err)
+	}
+}
+
+func TestPolicyFlags(t *testing.T) {
+	c, err := ParseFlags([]string{"--deny", "all", "--allow", "10.0.0.0/8:80/tcp", "--allow=[fd00::/8]:443,192.0.2.1", "--log-policy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"10.0.0.0/8:80/tcp", "[fd00::/8]:443", "192.0.2.1"}; !reflect.DeepEqual(c.Allow, want) {
+		t.Errorf("Allow = %q, want %q", c.Allow, want)
+	}
+	back, err := ParseFlags(c.ToFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, c) {
+		t.Errorf("round trip: %+v, want %+v", back, c)
+	}
+	for _, tc := range []struct{ flag, want string }{
+		{"--allow=10.0.0.0/8:99999", "--allow"},
+		{"--deny=300.1.1.1", "--deny"},
+		{"--allow=all", "--allow all"},
+		{"--deny=10.0.0.1:80/icmp", `protocol "icmp"`},
+	} {
+		if _, err := ParseFlags([]string{tc.flag}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %s", tc.flag, err, tc.want)
+		}
+	}
+	c, err = ParseFlags([]string{"--allow", "example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckImplemented(); !errors.Is(err, ErrNeedsDNS) {
+		t.Errorf("domain rule: CheckImplemented() = %v, want ErrNeedsDNS", err)
+	}
+}

@@ -1,0 +1,29 @@
+package sandbox
+
+import (
+	"net/netip"
+	"testing"
+)
+
+func TestParsePublish(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Publish
+	}{
+		{"8080:80", Publish{netip.MustParseAddrPort("0.0.0.0:8080"), 80, "tcp"}},
+		{"127.0.0.1:8080:80/tcp", Publish{netip.MustParseAddrPort("127.0.0.1:8080"), 80, "tcp"}},
+		{"5353:53/udp", Publish{netip.MustParseAddrPort("0.0.0.0:5353"), 53, "udp"}},
+		{"[::1]:8080:80", Publish{netip.MustParseAddrPort("[::1]:8080"), 80, "tcp"}},
+	} {
+		got, err := ParsePublish(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("ParsePublish(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []string{"", "80", "8080:80/sctp", "0:80", "8080:0", "8080:70000", "x:8080:80", "::1:8080:80",
+		"[::1]8080:80", "[10.0.0.1]:8080:80", "1.2.3.4:5:6:7", "8080:80/"} {
+		if p, err := ParsePublish(in); err == nil {
+			t.Errorf("ParsePublish(%q) = %+v, want an error", in, p)
+		}
+	}
+}
