@@ -17,6 +17,7 @@ namespaces (addresses in 192.0.2.0/24 and 2001:db8::/64). It needs root.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(newBenchDispatchCmd(stdout, stderr))
+	cmd.AddCommand(newBenchCaptureCmd(stdout, stderr))
 	cmd.AddCommand(newBenchTCPCmd(stdout, stderr))
 	cmd.AddCommand(newBenchSandboxCmd(stdout, stderr))
 	cmd.AddCommand(newBenchAllCmd(stdout, stderr))

@@ -1,0 +1,120 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Scenario "capture": see RunCapture and the package doc.
+
+// Implementations the capture scenario compares.
+const (
+	ImplTcpdump    = "tcpdump"
+	ImplNetsniffNG = "netsniff-ng"
+)
+
+// MetricSentFrames is the frames that reached the capture point (the
+// capturing veth's rx_packets) during a capture measurement.
+const MetricSentFrames = "sent_frames"
+
+// CaptureImpls are the capturers, sluice first (ratios are sluice/tcpdump).
+var CaptureImpls = []string{ImplSluice, ImplTcpdump, ImplNetsniffNG}
+
+// CaptureVias are sluice capture's ways in. tcpdump and netsniff-ng read a
+// PACKET_MMAP ring, so their rows are on the via=mmap lines.
+var CaptureVias = []string{"mmap", "recvmmsg", "xdp"}
+
+// CPU placements of the capturer relative to the sender.
+const (
+	// CPUSeparate pins the capturer to a CPU of its own.
+	CPUSeparate = "separate"
+	// CPUShared pins it to the sender's CPU: the CPU-starved case.
+	CPUShared = "shared"
+)
+
+// CaptureCPUs lists the placements, in the order they run.
+var CaptureCPUs = []string{CPUSeparate, CPUShared}
+
+// CaptureOptions configure RunCapture. Zero fields take the defaults.
+type CaptureOptions struct {
+	// Duration is each measurement's window, after a warm-up of a fifth of
+	// it. Default 3s; MinDuration..MaxDuration.
+	Duration time.Duration
+	// Vias are sluice's ways in to measure. Default: all.
+	Vias []string
+	// Impls are the capturers. Default: all of CaptureImpls.
+	Impls []string
+	// CPUs are the placements. Default: both.
+	CPUs []string
+	// Sluice is the sluice binary to run as a capturer (required when
+	// Impls has sluice): os.Executable() for `sluice bench capture`.
+	Sluice string
+	// Dir is where capture files go, removed after counting. Default
+	// os.TempDir().
+	Dir string
+	// Progress receives a line per measurement. nil discards.
+	Progress io.Writer
+}
+
+func (o CaptureOptions) withDefaults() CaptureOptions {
+	if o.Duration == 0 {
+		o.Duration = 3 * time.Second
+	}
+	if len(o.Vias) == 0 {
+		o.Vias = slices.Clone(CaptureVias)
+	}
+	if len(o.Impls) == 0 {
+		o.Impls = slices.Clone(CaptureImpls)
+	}
+	if len(o.CPUs) == 0 {
+		o.CPUs = slices.Clone(CaptureCPUs)
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	return o
+}
+
+// Validate checks the options as RunCapture uses them.
+func (o CaptureOptions) Validate() error {
+	o = o.withDefaults()
+	if o.Duration < MinDuration || o.Duration > MaxDuration {
+		return fmt.Errorf("bench: CaptureOptions.Duration %v: must be between %v and %v", o.Duration, MinDuration, MaxDuration)
+	}
+	for _, list := range []struct {
+		name       string
+		got, valid []string
+	}{{"Vias", o.Vias, CaptureVias}, {"Impls", o.Impls, CaptureImpls}, {"CPUs", o.CPUs, CaptureCPUs}} {
+		for _, v := range list.got {
+			if !slices.Contains(list.valid, v) {
+				return fmt.Errorf("bench: CaptureOptions.%s: unknown %q (want some of %s)", list.name, v, strings.Join(list.valid, ", "))
+			}
+		}
+	}
+	if slices.Contains(o.Impls, ImplSluice) && o.Sluice == "" {
+		return fmt.Errorf("bench: CaptureOptions.Sluice: the sluice binary is needed to measure sluice")
+	}
+	return nil
+}
+
+// ParseCaptureVias, ParseCaptureImpls and ParseCaptureCPUs parse the flag
+// lists of `sluice bench capture`.
+func ParseCaptureVias(list []string) ([]string, error) {
+	return parseNames("--vias", "way in", list, CaptureVias)
+}
+
+// ParseCaptureImpls parses --impls.
+func ParseCaptureImpls(list []string) ([]string, error) {
+	return parseNames("--impls", "capturer", list, CaptureImpls)
+}
+
+// ParseCaptureCPUs parses --cpus.
+func ParseCaptureCPUs(list []string) ([]string, error) {
+	return parseNames("--cpus", "placement", list, CaptureCPUs)
+}
+
+// captureConfig is the Row.Config of a capture measurement.
+func captureConfig(via, cpu string) string { return "via=" + via + ",cpu=" + cpu }
