@@ -118,7 +118,7 @@ func Scenarios() []Scenario {
 		tcpScenario{},
 		// Hooks: replace each pending line with the scenario's adapter
 		// once it has landed (see suite_tcp.go for the shape).
-		pendingScenario{name: "sandbox", what: "sluice run against pasta, slirp4netns and kernel routing", issue: 6},
+		sandboxScenario{},
 		pendingScenario{name: "capture", what: "capture loss and CPU per frame against tcpdump and netsniff-ng", issue: 8},
 	}
 }
