@@ -69,10 +69,15 @@ type Capture struct {
 	stopCh  chan struct{} // closed once, by requestStop
 	stopOne sync.Once
 
-	filtered  atomic.Uint64
-	xdpSeen   atomic.Uint64
-	xdpLost   atomic.Uint64
-	closeOnce sync.Once
+	filtered atomic.Uint64
+	xdpSeen  atomic.Uint64
+	xdpLost  atomic.Uint64
+
+	// fdMu guards the channels' descriptors against being closed while
+	// Stats reads their kernel counters: a closed descriptor's number may
+	// already belong to another socket, whose counters reading would reset.
+	fdMu      sync.RWMutex
+	fdsClosed bool // guarded by fdMu
 }
 
 // channel is one AF_PACKET socket of a capture.
@@ -341,9 +346,7 @@ func (c *Capture) trailerStats() trailerStats {
 
 // Stats returns the capture's counters so far. Safe from any goroutine.
 func (c *Capture) Stats() Stats {
-	for _, ch := range c.chans {
-		ch.collect()
-	}
+	c.collectAll()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.statsLocked()
@@ -375,6 +378,19 @@ func (c *Capture) statsLocked() Stats {
 		s.KernelDrops += ch.drops.Load()
 	}
 	return s
+}
+
+// collectAll reads every channel's kernel counters, unless the sockets are
+// closed.
+func (c *Capture) collectAll() {
+	c.fdMu.RLock()
+	defer c.fdMu.RUnlock()
+	if c.fdsClosed {
+		return
+	}
+	for _, ch := range c.chans {
+		ch.collect()
+	}
 }
 
 // collect reads the channel's PACKET_STATISTICS (which the kernel then
@@ -490,9 +506,7 @@ func (c *Capture) supervise(ctx context.Context, errc chan error, readers int) e
 				return nil
 			}
 		case <-tick.C:
-			for _, ch := range c.chans {
-				ch.collect()
-			}
+			c.collectAll()
 			c.mu.Lock()
 			err := c.sink.flushIfIdle(flushEvery)
 			c.mu.Unlock()
@@ -560,9 +574,7 @@ func (c *Capture) drain() {
 // finish writes the last statistics, flushes and closes the output. It
 // returns runErr, or the error of closing when the capture ended as asked.
 func (c *Capture) finish(runErr error) error {
-	for _, ch := range c.chans {
-		ch.collect()
-	}
+	c.collectAll()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ended = time.Now()
@@ -598,17 +610,21 @@ func (c *Capture) Close() error {
 }
 
 func (c *Capture) closeSockets() {
-	c.closeOnce.Do(func() {
-		for _, ch := range c.chans {
-			if ch.ring != nil {
-				_ = ch.ring.Close()
-			}
-			if ch.rx != nil {
-				ch.rx.close()
-			}
-			unix.Close(ch.fd)
+	c.fdMu.Lock()
+	defer c.fdMu.Unlock()
+	if c.fdsClosed {
+		return
+	}
+	c.fdsClosed = true
+	for _, ch := range c.chans {
+		if ch.ring != nil {
+			_ = ch.ring.Close()
 		}
-	})
+		if ch.rx != nil {
+			ch.rx.close()
+		}
+		unix.Close(ch.fd)
+	}
 }
 
 // writeRing writes frames of a ring block. It runs with the ring's memory
