@@ -56,6 +56,17 @@
 //     offload that misbehaves is turned off alone, with the reason logged
 //     and reported.
 //
+// # Shutting down
+//
+// Close (or Attach(nil), which the stack calls when it removes the NIC)
+// stops the readers without waiting; Wait joins them. Call Close and Wait
+// before the stack's own Wait: gVisor's Stack.Wait holds the stack lock
+// while it waits for link endpoints (stack.go, removeNICLocked and
+// NetworkLinkEndpoint.Wait under s.mu), and a reader in the middle of
+// delivering a packet may need that lock (ipv6 HandlePacket takes it to name
+// the NIC), so waiting there deadlocks. A GRO flush timer that is already
+// running may still hand the stack a packet after Wait returns.
+//
 // # Queueing
 //
 // With Options.Qdisc FIFO, WritePackets queues packets per channel (package

@@ -84,10 +84,13 @@ func newRig(t *testing.T, mode dataplane.Mode, channels int, opts Options) *rig 
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
 	})
 	t.Cleanup(func() {
-		s.Close()
-		s.Wait()
+		// Stop the endpoint before the stack waits: gVisor's Stack.Wait
+		// holds the stack lock while it waits for link endpoints, and a
+		// reader delivering a packet may need that lock.
 		ep.Close()
 		ep.Wait()
+		s.Close()
+		s.Wait()
 	})
 	if err := s.CreateNIC(1, ep); err != nil {
 		t.Fatalf("CreateNIC: %v", err)

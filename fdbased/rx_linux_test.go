@@ -41,6 +41,11 @@ func newPairStack(t *testing.T, opts Options) *pairStack {
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
 	})
 	t.Cleanup(func() {
+		// Stop the endpoint before the stack waits: gVisor's Stack.Wait
+		// holds the stack lock while it waits for link endpoints, and a
+		// reader delivering a packet may need that lock.
+		ep.Close()
+		ep.Wait()
 		s.Close()
 		s.Wait()
 	})

@@ -79,10 +79,11 @@ func TestTUNTransferSHA256(t *testing.T) {
 				TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 			})
 			t.Cleanup(func() {
-				s.Close()
-				s.Wait()
+				// Endpoint first: see newRig.
 				ep.Close()
 				ep.Wait()
+				s.Close()
+				s.Wait()
 			})
 			if err := s.CreateNIC(1, ep); err != nil {
 				t.Fatalf("CreateNIC: %v", err)
