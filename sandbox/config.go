@@ -215,11 +215,14 @@ var profiles = map[Profile]map[string]string{
 		"rx-checksum-offload": "true",
 		"qdisc":               "none",
 	},
-	// Round trips: the PACKET_RX_RING, which the FIELD-NOTES measured with
-	// slightly lower round trips, one channel and frames delivered on the
-	// reader goroutine (no hand-off to a processor).
+	// Round trips: recvmmsg, not the PACKET_RX_RING. sluice's ring is
+	// TPACKET_V3, whose blocks reach the reader only when full or after the
+	// 1 ms retire timeout, so a lone request waits 1 ms (`sluice bench
+	// sandbox` measured rr_us 1000 for mmap against 190 for recvmmsg; see
+	// dataplane/dispatch_mmap_linux.go). One channel and frames delivered
+	// on the reader goroutine (no hand-off to a processor).
 	ProfileLatency: {
-		"dispatch":                       "mmap",
+		"dispatch":                       "recvmmsg",
 		"num-network-channels":           "1",
 		"network-processors-per-channel": "1",
 		"qdisc":                          "none",

@@ -212,19 +212,31 @@ func TestProfileExplicitFlagsWin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Dispatch != dataplane.PacketMMap {
-		t.Errorf("latency profile: Dispatch = %v, want mmap", c.Dispatch)
+	// recvmmsg, not the V3 ring whose 1 ms block timeout every lone
+	// request would wait for.
+	if c.Dispatch != dataplane.RecvMMsg {
+		t.Errorf("latency profile: Dispatch = %v, want recvmmsg", c.Dispatch)
 	}
 	if c.NumNetworkChannels != 4 {
 		t.Errorf("explicit --num-network-channels=4 lost to the profile: got %d", c.NumNetworkChannels)
 	}
-	// An explicit value equal to the default still wins over the profile.
-	c, err = ParseFlags([]string{"--profile=latency", "--dispatch=recvmmsg"})
+	c, err = ParseFlags([]string{"--profile=latency", "--dispatch=readv"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Dispatch != dataplane.RecvMMsg {
-		t.Errorf("explicit --dispatch=recvmmsg lost to the profile: got %v", c.Dispatch)
+	if c.Dispatch != dataplane.Readv {
+		t.Errorf("explicit --dispatch=readv lost to the profile: got %v", c.Dispatch)
+	}
+	// An explicit value equal to the default still wins over the profile.
+	if DefaultConfig().TXChecksumOffload {
+		t.Fatal("test assumes --tx-checksum-offload defaults to false")
+	}
+	c, err = ParseFlags([]string{"--profile=throughput", "--tx-checksum-offload=false"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TXChecksumOffload {
+		t.Error("explicit --tx-checksum-offload=false lost to the throughput profile")
 	}
 	// Every profile names only real flags with valid values.
 	for p := range profiles {
