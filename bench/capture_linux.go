@@ -60,6 +60,10 @@ type captureResult struct {
 	cpu                        time.Duration // user+sys while capturing
 	cpuTotal                   time.Duration // user+sys, start-up included
 	tail                       string        // the capturer's last output lines
+	// otherLoad is the CPU the rest of the machine used while the sender
+	// sent, in CPUs (0 to NumCPU): busy time from /proc/stat less this
+	// process's (sender, kernel receive work) and the capturer's.
+	otherLoad float64
 }
 
 // RunCapture runs the capture scenario (see the package doc): for each CPU
@@ -133,8 +137,8 @@ func RunCapture(ctx context.Context, opts CaptureOptions) (*Report, error) {
 					continue
 				}
 				rep.Add(res.rows(m)...)
-				fmt.Fprintf(opts.Progress, "bench: capture %s: %d frames reached va (sender sent %d), %d captured, %d lost, %.3f us CPU/frame (%.2f s while capturing, %.2f s in all)\n",
-					name, res.sent, res.senderSent, res.captured, res.dropped(), res.cpuPerFrame(), res.cpu.Seconds(), res.cpuTotal.Seconds())
+				fmt.Fprintf(opts.Progress, "bench: capture %s: %d frames reached va (sender sent %d), %d captured, %d lost, %.3f us CPU/frame (%.2f s while capturing, %.2f s in all); other processes used %.2f CPUs meanwhile\n",
+					name, res.sent, res.senderSent, res.captured, res.dropped(), res.cpuPerFrame(), res.cpu.Seconds(), res.cpuTotal.Seconds(), res.otherLoad)
 				// The capturer's own last words (its drop count).
 				fmt.Fprintf(opts.Progress, "  %s\n", strings.ReplaceAll(res.tail, "\n", "\n  "))
 			}
@@ -263,6 +267,10 @@ func measureCapture(ctx context.Context, topo *topology, opts CaptureOptions, m 
 	if err != nil {
 		return res, err
 	}
+	busy0, _ := machineBusy()
+	self0 := selfCPU()
+	capt0, _ := procCPU(cmd.Process.Pid)
+	t0 := time.Now()
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -279,6 +287,11 @@ func measureCapture(ctx context.Context, topo *topology, opts CaptureOptions, m 
 	}
 	if sendErr != nil {
 		return res, sendErr
+	}
+	if busy1, err := machineBusy(); err == nil && busy0 > 0 {
+		capt1, _ := procCPU(cmd.Process.Pid)
+		other := busy1 - busy0 - (selfCPU() - self0) - (capt1 - capt0)
+		res.otherLoad = max(0, other.Seconds()/time.Since(t0).Seconds())
 	}
 	select {
 	case <-time.After(captureSettle):
@@ -374,6 +387,40 @@ func procCPU(pid int) (time.Duration, error) {
 		return 0, fmt.Errorf("parse /proc/%d/stat times", pid)
 	}
 	return time.Duration(u+st) * time.Second / clockTicks, nil
+}
+
+// machineBusy returns the time every CPU spent busy since boot, from the
+// first line of /proc/stat (all but idle and iowait, in clock ticks).
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, errors.New("parse /proc/stat")
+	}
+	var busy int64
+	for i, x := range f[1:min(len(f), 9)] {
+		v, err := strconv.ParseInt(x, 10, 64)
+		if err != nil {
+			return 0, errors.New("parse /proc/stat")
+		}
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return time.Duration(busy) * time.Second / clockTicks, nil
+}
+
+// selfCPU returns this process's user+sys time.
+func selfCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // sendPinned runs the frame sender on a thread pinned to senderCPU.
