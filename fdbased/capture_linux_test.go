@@ -20,9 +20,11 @@ import (
 )
 
 // captureCount is how many frames from the netstack each capture takes:
-// the UDP datagrams, then the IPv6 transfer's (about 750 full-sized
-// segments a megabyte, and ACKs), then the start of the IPv4 one.
-const captureCount = 1500
+// the 40 UDP datagrams, then the IPv6 transfer's (at least 725 segments of
+// at most 1448 bytes for its megabyte, and ACKs), then part of the IPv4
+// one. The netstack sends at least 40 + 2*725 frames in all, so tcpdump
+// always gets its count.
+const captureCount = 1200
 
 // startCapture runs tcpdump on the peer's veth end for what the netstack
 // sends, until it has captureCount frames, and returns a function that
