@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -108,18 +107,18 @@ type Sample struct {
 }
 
 // Scenarios returns the scenarios `sluice bench all` runs, in the order it
-// runs them. A new scenario plugs in with one line here, an adapter in a
-// suite_<name>.go file, and nothing else.
+// runs them. A new scenario plugs in with one line here and an adapter in
+// a file of its own (suite_tcp.go shows the shape: Plan turns the
+// scenario's default options into steps, Run calls its Run function with
+// one step's options and passes the rows on), and nothing else.
 func Scenarios() []Scenario {
 	return []Scenario{
 		// dispatch includes the xdp mode (AF_XDP), next to the
 		// AF_PACKET modes it is compared with.
 		dispatchScenario{},
 		tcpScenario{},
-		// Hooks: replace each pending line with the scenario's adapter
-		// once it has landed (see suite_tcp.go for the shape).
 		sandboxScenario{},
-		pendingScenario{name: "capture", what: "capture loss and CPU per frame against tcpdump and netsniff-ng", issue: 8},
+		captureScenario{},
 	}
 }
 
@@ -549,21 +548,4 @@ func selected(only []Filter, scenario, config string) bool {
 		}
 	}
 	return false
-}
-
-// pendingScenario stands for a scenario whose code has not landed yet: it
-// is listed, and skipped with a reason, so that the summary shows what the
-// suite does not cover instead of silently leaving it out.
-type pendingScenario struct {
-	name, what string
-	issue      int
-}
-
-func (p pendingScenario) Name() string        { return p.name }
-func (p pendingScenario) Description() string { return p.what }
-func (p pendingScenario) Plan(SuiteOptions) ([]Step, string) {
-	return nil, fmt.Sprintf("not in this build yet (issue %d)", p.issue)
-}
-func (p pendingScenario) Run(context.Context, SuiteOptions, Step, *StepOutput) error {
-	return errors.New("bench: " + p.name + ": not in this build")
 }
