@@ -44,8 +44,8 @@ func newBenchAllCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `all runs every benchmark scenario, and every configuration of each, in a fixed
 order; each builds its own namespaces and veth pairs and removes them when it
 ends, fails or is interrupted (Ctrl-C). What the machine cannot run (no root, a
-peer tool not installed, no AF_XDP, a scenario not in this build) is skipped
-and the reason recorded. With --repeat N the whole plan runs N times, one
+peer tool such as pasta or tcpdump not installed, no AF_XDP) is skipped and the
+reason recorded. With --repeat N the whole plan runs N times, one
 repeat after the other, so that slow drift of the machine spreads over every
 figure.
 
@@ -78,7 +78,9 @@ of n, step, elapsed and estimated time left, the last figure), one line per
 step otherwise or with --quiet.
 
 --quick runs a reduced plan of each scenario, for a smoke run (dispatch: one
-channel; tcp: one flow over mmap, GSO none and host, GRO and peer TSO on).
+channel; tcp: one flow over mmap, GSO none and host, GRO and peer TSO on;
+sandbox: one flow, sluice in recvmmsg mode; capture: on the sender's CPU,
+sluice via mmap against tcpdump).
 --only selects scenarios, and optionally steps by their configuration:
 NAME[:KEY=VALUE[/VALUE...]]..., for example dispatch:channels=1 or
 dispatch:metric=rx_pps/tx_pps:mode=mmap. Conditions on different keys must

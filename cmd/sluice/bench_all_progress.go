@@ -161,44 +161,88 @@ func skipWhat(ev bench.Event) string {
 	return ev.Scenario
 }
 
-// figures lists a step's figures: "rx_pps sluice 591262, gvisor 178550
-// frames/s", without the metric's name when the step's label starts with
-// it (the dispatch steps' "rx_pps mode=mmap,channels=2").
+// figures lists a step's figures by metric: "tcp_gbps sluice 4.12
+// [dir=up], sluice 4.57 [dir=down] Gbit/s, rr_us sluice 273.6 us". A row
+// whose metric and impl repeat in the step carries the config keys that
+// tell it apart; the metric's name is left out when the step's label
+// starts with it (the dispatch steps' "rx_pps mode=mmap,channels=2").
 func figures(rows []bench.Row, label string) string {
 	if len(rows) == 0 {
 		return "no figures"
 	}
-	single := true
-	for _, r := range rows {
-		single = single && r.Metric == rows[0].Metric
+	type group struct {
+		metric, unit string
+		rows         []bench.Row
 	}
-	if single && strings.HasPrefix(label, rows[0].Metric+" ") {
-		var parts []string
-		for _, r := range rows {
-			parts = append(parts, r.Impl+" "+bench.FormatValue(r.Value))
+	var groups []*group
+	byMetric := map[string]*group{}
+	for _, r := range rows {
+		g := byMetric[r.Metric]
+		if g == nil {
+			g = &group{metric: r.Metric, unit: r.Unit}
+			byMetric[r.Metric] = g
+			groups = append(groups, g)
 		}
-		return strings.Join(parts, ", ") + " " + rows[0].Unit
+		g.rows = append(g.rows, r)
 	}
 	var parts []string
-	metric, unit := "", ""
-	flush := func() {
-		if unit != "" {
-			parts[len(parts)-1] += " " + unit
+	for _, g := range groups {
+		seen := map[string]int{}
+		for _, r := range g.rows {
+			seen[r.Impl]++
 		}
-	}
-	for _, r := range rows {
-		if r.Metric != metric {
-			if metric != "" {
-				flush()
+		varying := varyingKeys(g.rows)
+		var vals []string
+		for _, r := range g.rows {
+			v := r.Impl + " " + formatFigure(r.Value, r.Unit)
+			if seen[r.Impl] > 1 && len(varying) > 0 {
+				var kv []string
+				for _, p := range strings.Split(r.Config, ",") {
+					if k, _, _ := strings.Cut(p, "="); varying[k] {
+						kv = append(kv, p)
+					}
+				}
+				v += " [" + strings.Join(kv, ",") + "]"
 			}
-			metric, unit = r.Metric, r.Unit
-			parts = append(parts, fmt.Sprintf("%s %s %s", r.Metric, r.Impl, bench.FormatValue(r.Value)))
-			continue
+			vals = append(vals, v)
 		}
-		parts = append(parts, fmt.Sprintf("%s %s", r.Impl, bench.FormatValue(r.Value)))
+		s := strings.Join(vals, ", ") + " " + g.unit
+		if len(groups) > 1 || !strings.HasPrefix(label, g.metric+" ") {
+			s = g.metric + " " + s
+		}
+		parts = append(parts, s)
 	}
-	flush()
 	return strings.Join(parts, ", ")
+}
+
+// varyingKeys returns the config keys whose values differ among rows.
+func varyingKeys(rows []bench.Row) map[string]bool {
+	vals := map[string]map[string]bool{}
+	for _, r := range rows {
+		for _, p := range strings.Split(r.Config, ",") {
+			k, v, _ := strings.Cut(p, "=")
+			if vals[k] == nil {
+				vals[k] = map[string]bool{}
+			}
+			vals[k][v] = true
+		}
+	}
+	out := map[string]bool{}
+	for k, vs := range vals {
+		if len(vs) > 1 {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+// formatFigure prints counts of things whole, anything else as the tables
+// do.
+func formatFigure(v float64, unit string) string {
+	if unit == bench.UnitFrames || unit == bench.UnitSegments {
+		return bench.FormatCount(v)
+	}
+	return bench.FormatValue(v)
 }
 
 func round(d time.Duration) time.Duration { return d.Round(time.Second) }

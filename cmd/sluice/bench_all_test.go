@@ -159,3 +159,16 @@ func TestBenchAllFrom(t *testing.T) {
 		t.Errorf("report.html: %v", err)
 	}
 }
+
+func TestProgressFigures(t *testing.T) {
+	rows := []bench.Row{
+		{Impl: "sluice", Config: "mode=recvmmsg,flows=1,dir=up", Metric: "tcp_gbps", Value: 4.12, Unit: "Gbit/s"},
+		{Impl: "sluice", Config: "mode=recvmmsg,flows=1,dir=down", Metric: "tcp_gbps", Value: 4.57, Unit: "Gbit/s"},
+		{Impl: "sluice", Config: "mode=recvmmsg,msg=64", Metric: "rr_us", Value: 273.6, Unit: "us"},
+		{Impl: "sluice", Config: "via=mmap", Metric: "dropped_frames", Value: 0, Unit: "frames"},
+	}
+	want := "tcp_gbps sluice 4.12 [dir=up], sluice 4.57 [dir=down] Gbit/s, rr_us sluice 273.6 us, dropped_frames sluice 0 frames"
+	if got := figures(rows, "sandbox impl=sluice,mode=recvmmsg"); got != want {
+		t.Errorf("figures:\n got %q\nwant %q", got, want)
+	}
+}
