@@ -52,6 +52,9 @@ type CaptureOptions struct {
 	// Sluice is the sluice binary to run as a capturer (required when
 	// Impls has sluice): os.Executable() for `sluice bench capture`.
 	Sluice string
+	// Rounds is how many times every measurement runs, in turn; rows
+	// hold the median of each metric. Default 1.
+	Rounds int
 	// Dir is where capture files go, removed after counting. Default
 	// os.TempDir().
 	Dir string
@@ -71,6 +74,9 @@ func (o CaptureOptions) withDefaults() CaptureOptions {
 	}
 	if len(o.CPUs) == 0 {
 		o.CPUs = slices.Clone(CaptureCPUs)
+	}
+	if o.Rounds == 0 {
+		o.Rounds = 1
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
@@ -93,6 +99,9 @@ func (o CaptureOptions) Validate() error {
 				return fmt.Errorf("bench: CaptureOptions.%s: unknown %q (want some of %s)", list.name, v, strings.Join(list.valid, ", "))
 			}
 		}
+	}
+	if o.Rounds < 1 || o.Rounds > 100 {
+		return fmt.Errorf("bench: CaptureOptions.Rounds %d: want 1 to 100", o.Rounds)
 	}
 	if slices.Contains(o.Impls, ImplSluice) && o.Sluice == "" {
 		return fmt.Errorf("bench: CaptureOptions.Sluice: the sluice binary is needed to measure sluice")

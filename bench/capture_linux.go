@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,8 +114,7 @@ func RunCapture(ctx context.Context, opts CaptureOptions) (*Report, error) {
 	for i := range frames {
 		frames[i] = udpFrame(macB, captureDstMAC, kernelAddr, stackAddr, uint16(srcPortBase+i), discardPort)
 	}
-	rep := &Report{}
-	var errs []error
+	var runs []captureRun
 	for _, cpu := range opts.CPUs {
 		for _, impl := range impls {
 			vias := []string{"mmap"}
@@ -122,29 +122,83 @@ func RunCapture(ctx context.Context, opts CaptureOptions) (*Report, error) {
 				vias = opts.Vias
 			}
 			for _, via := range vias {
-				if err := ctx.Err(); err != nil {
-					return rep, fmt.Errorf("bench: capture: %w", err)
-				}
-				m := captureRun{impl: impl, via: via, cpu: cpu, window: opts.Duration}
-				res, err := measureCapture(ctx, topo, opts, m, frames, dir)
-				name := fmt.Sprintf("%s impl=%s", captureConfig(via, cpu), impl)
-				if err != nil {
-					if ctx.Err() != nil {
-						return rep, fmt.Errorf("bench: capture: %w", ctx.Err())
-					}
-					fmt.Fprintf(opts.Progress, "bench: capture %s: %v\n", name, err)
-					errs = append(errs, fmt.Errorf("%s: %w", name, err))
-					continue
-				}
-				rep.Add(res.rows(m)...)
-				fmt.Fprintf(opts.Progress, "bench: capture %s: %d frames reached va (sender sent %d), %d captured, %d lost, %.3f us CPU/frame (%.2f s while capturing, %.2f s in all); other processes used %.2f CPUs meanwhile\n",
-					name, res.sent, res.senderSent, res.captured, res.dropped(), res.cpuPerFrame(), res.cpu.Seconds(), res.cpuTotal.Seconds(), res.otherLoad)
-				// The capturer's own last words (its drop count).
-				fmt.Fprintf(opts.Progress, "  %s\n", strings.ReplaceAll(res.tail, "\n", "\n  "))
+				runs = append(runs, captureRun{impl: impl, via: via, cpu: cpu, window: opts.Duration})
 			}
 		}
 	}
-	return rep, errors.Join(errs...)
+	// Rounds run every measurement in turn, so that a burst of load from
+	// elsewhere hits one round of each rather than every round of one.
+	results := make([][]captureResult, len(runs))
+	var errs []error
+	for round := range opts.Rounds {
+		for i, m := range runs {
+			if err := ctx.Err(); err != nil {
+				return captureReport(runs, results), fmt.Errorf("bench: capture: %w", err)
+			}
+			res, err := measureCapture(ctx, topo, opts, m, frames, dir)
+			name := fmt.Sprintf("%s impl=%s", captureConfig(m.via, m.cpu), m.impl)
+			if opts.Rounds > 1 {
+				name += fmt.Sprintf(" round %d", round+1)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return captureReport(runs, results), fmt.Errorf("bench: capture: %w", ctx.Err())
+				}
+				fmt.Fprintf(opts.Progress, "bench: capture %s: %v\n", name, err)
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				continue
+			}
+			results[i] = append(results[i], res)
+			fmt.Fprintf(opts.Progress, "bench: capture %s: %d frames reached va (sender sent %d), %d captured, %d lost, %.3f us CPU/frame (%.2f s while capturing, %.2f s in all); other processes used %.2f CPUs meanwhile\n",
+				name, res.sent, res.senderSent, res.captured, res.dropped(), res.cpuPerFrame(), res.cpu.Seconds(), res.cpuTotal.Seconds(), res.otherLoad)
+			// The capturer's own last words (its drop count).
+			fmt.Fprintf(opts.Progress, "  %s\n", strings.ReplaceAll(res.tail, "\n", "\n  "))
+		}
+	}
+	return captureReport(runs, results), errors.Join(errs...)
+}
+
+// captureReport turns the rounds of each measurement into rows: the median
+// of each metric over the rounds that succeeded.
+func captureReport(runs []captureRun, results [][]captureResult) *Report {
+	rep := &Report{}
+	for i, m := range runs {
+		rs := results[i]
+		if len(rs) == 0 {
+			continue
+		}
+		med := func(f func(captureResult) float64) float64 {
+			v := make([]float64, len(rs))
+			for k, r := range rs {
+				v[k] = f(r)
+			}
+			sort.Float64s(v)
+			if len(v)%2 == 1 {
+				return v[len(v)/2]
+			}
+			return (v[len(v)/2-1] + v[len(v)/2]) / 2
+		}
+		cfg := captureConfig(m.via, m.cpu)
+		row := func(metric string, v float64, unit string) Row {
+			return Row{Scenario: "capture", Impl: m.impl, Config: cfg, Metric: metric, Value: v, Unit: unit}
+		}
+		rep.Add(
+			row(MetricSentFrames, med(func(r captureResult) float64 { return float64(r.sent) }), UnitFrames),
+			row(MetricCapturedFrames, med(func(r captureResult) float64 { return float64(r.captured) }), UnitFrames),
+			row(MetricDroppedFrames, med(func(r captureResult) float64 { return float64(r.dropped()) }), UnitFrames),
+		)
+		var withFrames []captureResult
+		for _, r := range rs {
+			if r.captured > 0 {
+				withFrames = append(withFrames, r)
+			}
+		}
+		if len(withFrames) > 0 {
+			rs = withFrames
+			rep.Add(row(MetricCPUPerFrame, med(captureResult.cpuPerFrame), UnitMicros))
+		}
+	}
+	return rep
 }
 
 func contains(list []string, s string) bool {
@@ -168,22 +222,6 @@ func (r captureResult) cpuPerFrame() float64 {
 		return 0
 	}
 	return float64(r.cpu.Microseconds()) / float64(r.captured)
-}
-
-func (r captureResult) rows(m captureRun) []Row {
-	cfg := captureConfig(m.via, m.cpu)
-	row := func(metric string, v float64, unit string) Row {
-		return Row{Scenario: "capture", Impl: m.impl, Config: cfg, Metric: metric, Value: v, Unit: unit}
-	}
-	rows := []Row{
-		row(MetricSentFrames, float64(r.sent), UnitFrames),
-		row(MetricCapturedFrames, float64(r.captured), UnitFrames),
-		row(MetricDroppedFrames, float64(r.dropped()), UnitFrames),
-	}
-	if r.captured > 0 {
-		rows = append(rows, row(MetricCPUPerFrame, r.cpuPerFrame(), UnitMicros))
-	}
-	return rows
 }
 
 // captureArgv returns the capturer's command line, writing to file.

@@ -20,6 +20,7 @@ type benchCaptureOptions struct {
 	impls    []string
 	cpus     []string
 	dir      string
+	rounds   int
 	json     bool
 }
 
@@ -55,6 +56,11 @@ Per capturer and placement:
                     what it used before traffic started: start-up, ring
                     allocation) per captured frame, in microseconds
 
+With --rounds N every measurement runs N times, in turn (so that a burst of
+load from elsewhere hits one round of each), and each metric is the median
+over the rounds. Progress also says how much CPU other processes used during
+each measurement: on a shared machine that is what moves the numbers.
+
 The capture runs on for 1.5 s after the sender stops (libpcap hands over a
 partly filled ring block only after its 1 s timeout), then gets SIGINT.
 
@@ -81,6 +87,7 @@ rows, and the command exits non-zero after printing the rest. Needs root.`,
 	f.StringSliceVar(&opts.vias, "vias", opts.vias, "sluice's ways in to measure: mmap, recvmmsg, xdp")
 	f.StringSliceVar(&opts.impls, "impls", opts.impls, "capturers to measure: sluice, tcpdump, netsniff-ng")
 	f.StringSliceVar(&opts.cpus, "cpus", opts.cpus, "capturer placements: separate, shared")
+	f.IntVar(&opts.rounds, "rounds", 1, "run every measurement this many times, in turn, and report the median of each metric")
 	f.StringVar(&opts.dir, "dir", "", "directory for the capture files, each removed once counted (default $TMPDIR or /tmp)")
 	f.BoolVar(&opts.json, "json", false, "print one JSON object per line instead of a table")
 	return cmd
@@ -91,7 +98,10 @@ func runBenchCapture(ctx context.Context, o benchCaptureOptions, stdout, stderr 
 	if o.duration < bench.MinDuration || o.duration > bench.MaxDuration {
 		return fmt.Errorf("--duration %v: must be between %v and %v", o.duration, bench.MinDuration, bench.MaxDuration)
 	}
-	c := bench.CaptureOptions{Duration: o.duration, Dir: o.dir, Progress: stderr}
+	c := bench.CaptureOptions{Duration: o.duration, Rounds: o.rounds, Dir: o.dir, Progress: stderr}
+	if o.rounds < 1 {
+		return fmt.Errorf("--rounds %d: want 1 or more", o.rounds)
+	}
 	var err error
 	if c.Vias, err = bench.ParseCaptureVias(o.vias); err != nil {
 		return err
