@@ -138,18 +138,50 @@ func TestBenchAllQuick(t *testing.T) {
 }
 
 // TestBenchAllInterrupted sends SIGINT to `sluice bench all` in the middle
-// of a measurement in the xdp mode (an XDP program, AF_XDP sockets and
-// UMEM, extra queues: the most it ever holds) and checks that it exits,
-// says so, keeps what it had, and leaves no namespace, veth, XDP program,
-// bpffs pin or process behind.
+// of a step and checks that it exits, says so, keeps what it had, and
+// leaves no namespace, veth, XDP program, bpffs pin or process behind. Each
+// case's filter leaves two steps; the interrupt comes during the second,
+// chosen for what it holds: an XDP program, AF_XDP sockets, UMEM and extra
+// queues (dispatch, mode xdp); pasta and iperf3 processes (sandbox, skipped
+// while its known leak stands); a tcpdump process pinned to a CPU
+// (capture).
 func TestBenchAllInterrupted(t *testing.T) {
 	testenv.RequireRoot(t)
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		tool  string // needed on PATH for the second step
+		known string // a known leak: skip, saying which
+	}{
+		{name: "dispatch xdp", args: []string{"--duration", "2s", "--only", "dispatch:metric=tcp_gbps:channels=1:mode=mmap/xdp"}},
+		{name: "sandbox pasta", args: []string{"--duration", "1s", "--quick", "--only", "sandbox:impl=sluice/pasta"}, tool: "pasta",
+			// Found by this test: runCmd cancels the nsenter/setpriv/pasta
+			// process it started and waits for it (and at most WaitDelay
+			// for its pipes), not for what pasta started: the iperf3
+			// client (and sometimes pasta's own child) outlives sluice by
+			// seconds. setpriv's change of user also clears Pdeathsig.
+			known: "known leak in bench/sandbox_linux.go runCmd: pasta's iperf3 client outlives an interrupted run; remove this skip once it kills and waits for the whole process group"},
+		{name: "capture tcpdump", args: []string{"--duration", "2s", "--only", "capture:cpu=shared:via=mmap:impl=sluice/tcpdump"}, tool: "tcpdump"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.known != "" {
+				t.Skip(tc.known)
+			}
+			if tc.tool != "" {
+				testenv.RequireTool(t, tc.tool)
+			}
+			scenario, _, _ := strings.Cut(tc.args[len(tc.args)-1], ":")
+			interruptBenchAll(t, scenario, tc.args)
+		})
+	}
+}
+
+func interruptBenchAll(t *testing.T, scenario string, args []string) {
 	bin := buildBenchSluice(t)
 	dir := filepath.Join(t.TempDir(), "out")
 	linksBefore := rootLinks(t)
 
-	// Step 1 is mmap, step 2 xdp: the interrupt comes during step 2.
-	cmd := exec.Command(bin, "bench", "all", "--duration", "2s", "--only", "dispatch:metric=tcp_gbps:channels=1:mode=mmap/xdp", "--quiet", "--out", dir)
+	cmd := exec.Command(bin, append(append([]string{"bench", "all"}, args...), "--quiet", "--out", dir)...)
 	// A process group of its own, so that anything it started and left
 	// would still be found after it exits.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -182,7 +214,7 @@ func TestBenchAllInterrupted(t *testing.T) {
 			logMu.Lock()
 			log.WriteString(sc.Text() + "\n")
 			logMu.Unlock()
-			if strings.HasPrefix(sc.Text(), "bench: [1/1 dispatch 1/") {
+			if strings.HasPrefix(sc.Text(), "bench: [1/1 "+scenario+" 1/") {
 				once.Do(func() { close(firstDone) })
 			}
 		}
@@ -192,8 +224,8 @@ func TestBenchAllInterrupted(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("no step finished within 2 minutes")
 	}
-	// The second step is under way: a topology is up, the XDP program
-	// attached and TCP flowing.
+	// The second step is under way: its topology, programs and processes
+	// are up and traffic flowing.
 	time.Sleep(1500 * time.Millisecond)
 	ns := benchNamespaces(t, pid)
 	if len(ns) == 0 {
@@ -207,6 +239,12 @@ func TestBenchAllInterrupted(t *testing.T) {
 		}
 	}
 	desc := descendants(pid)
+	var names []string
+	for _, p := range desc {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p))
+		names = append(names, fmt.Sprintf("%d:%s", p, strings.TrimSpace(string(comm))))
+	}
+	t.Logf("at the interrupt: namespaces %v, processes under sluice %v", ns, names)
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
@@ -286,18 +324,21 @@ func TestBenchAllInterrupted(t *testing.T) {
 	}
 }
 
-// benchNamespaces lists the named namespaces of bench runs of pid
-// ("slb<pid>-<n>-a|b", see bench/topology.go).
+// benchNamespaces lists the named namespaces of bench runs of pid: the
+// topologies' "slb<pid>-<n>-a|b" (bench/topology.go) and the sandbox
+// scenario's "sluice-sbx-<role>-<pid>" (bench/sandbox_linux.go).
 func benchNamespaces(t *testing.T, pid int) []string {
 	t.Helper()
 	ents, err := os.ReadDir("/var/run/netns")
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}
+	p := strconv.Itoa(pid)
 	var out []string
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), "slb"+strconv.Itoa(pid)+"-") {
-			out = append(out, e.Name())
+		n := e.Name()
+		if strings.HasPrefix(n, "slb"+p+"-") || strings.HasPrefix(n, "sluice-") && strings.HasSuffix(n, "-"+p) {
+			out = append(out, n)
 		}
 	}
 	return out
