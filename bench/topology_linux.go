@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -140,6 +141,30 @@ func newTopology(opts topologyOptions) (_ *topology, err error) {
 	}
 	if err := t.hB.LinkSetUp(lb); err != nil {
 		return nil, fmt.Errorf("bench: set %s up: %w", ifB, err)
+	}
+	// Wait until both ends are operationally up: until the kernel's link
+	// watcher has attached the real qdisc (up to a second later on a loaded
+	// machine), a veth's noop qdisc drops what is sent while the send
+	// reports success, and a measurement's first window sees nothing.
+	for _, end := range []struct {
+		h    *netlink.Handle
+		idx  int
+		name string
+	}{{hA, la.Attrs().Index, ifA}, {t.hB, t.ifindexB, ifB}} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			l, err := end.h.LinkByIndex(end.idx)
+			if err != nil {
+				return nil, fmt.Errorf("bench: read %s state: %w", end.name, err)
+			}
+			if l.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("bench: %s not operationally up after 10s (state %v)", end.name, l.Attrs().OperState)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	return t, nil
 }
