@@ -25,9 +25,9 @@ type item struct {
 // recorder is a BatchWriter that records what it writes, optionally waits
 // on a gate before each batch, and fails the tail of some batches.
 type recorder struct {
-	mu      sync.Mutex
-	written []item
-	batches []int
+	mu       sync.Mutex
+	written  []item
+	batches  []int
 	gate     chan struct{} // nil: never wait
 	gateOnce sync.Once
 	entered  chan struct{} // receives once per batch when not nil
