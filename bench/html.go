@@ -78,6 +78,7 @@ func (s *SuiteResult) WriteHTML(w io.Writer, descriptions map[string]string) err
 			"Green: sluice better than the peer; red: worse.</p>\n")
 	}
 
+	ew.printf("<p class=\"note\">Lower is better for %s; higher for the rest.</p>\n", esc(strings.Join(costMetrics, ", ")))
 	tables := buildTables(s, descriptions)
 	samples := s.sampleCharts()
 	if len(tables) > 1 {

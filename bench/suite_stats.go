@@ -44,15 +44,14 @@ func (s Stats) Overlaps(o Stats) bool {
 	return s.Min <= o.Max && o.Min <= s.Max
 }
 
+// costMetrics are the metrics of which less is better: memory, latency,
+// losses, CPU and retransmissions, as opposed to rates and counts of work
+// done.
+var costMetrics = []string{MetricRSSMiB, MetricRRMicros, MetricDroppedFrames, MetricCPUPerFrame, MetricRetrans}
+
 // lowerIsBetter reports whether a smaller value of metric is an
-// improvement: latencies, memory, losses and costs, as opposed to rates.
-func lowerIsBetter(metric string) bool {
-	switch metric {
-	case MetricRSSMiB, MetricRRMicros, MetricDroppedFrames, MetricCPUPerFrame, "retrans":
-		return true
-	}
-	return false
-}
+// improvement.
+func lowerIsBetter(metric string) bool { return slices.Contains(costMetrics, metric) }
 
 // MannWhitneyP returns the two-sided p-value of the Mann-Whitney U test
 // that a and b come from the same distribution, computed exactly from the

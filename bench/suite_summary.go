@@ -303,6 +303,7 @@ func (s *SuiteResult) WriteSummary(w io.Writer, descriptions map[string]string) 
 	} else {
 		ew.printf("One run of each figure (--repeat 1): no spread is known, so small differences may be noise.\n\n")
 	}
+	ew.printf("Lower is better for %s; higher for the rest.\n\n", strings.Join(costMetrics, ", "))
 	tables := buildTables(s, descriptions)
 	for _, t := range tables {
 		ew.printf("## %s\n\n", t.Scenario)
