@@ -26,6 +26,8 @@ table.facts td:first-child { color: #555; }
 .interrupted { color: #a00; font-weight: bold; }
 .charts { display: flex; flex-wrap: wrap; gap: 10px; }
 .note { color: #555; font-size: 13px; }
+.pc { color: #777; font-size: 11px; }
+.wide { overflow-x: auto; }
 svg { display: block; margin: 0.6em 0; }
 `
 
@@ -160,7 +162,7 @@ func anchor(s string) string {
 }
 
 func writeHTMLTable(ew *errWriter, t *summaryTable) {
-	ew.printf("<table>\n<tr><th>metric</th><th>unit</th>")
+	ew.printf("<div class=\"wide\"><table>\n<tr><th>metric</th><th>unit</th>")
 	for _, k := range t.CfgKeys {
 		ew.printf("<th>%s</th>", esc(k))
 	}
@@ -188,12 +190,14 @@ func writeHTMLTable(ew *errWriter, t *summaryTable) {
 			st, ok := l.Stats[impl]
 			txt := "-"
 			if ok {
-				txt = formatStats(st, l.Unit)
+				txt = esc(formatStats(st, l.Unit))
 				if pc, ok := l.PeerConfig[impl]; ok {
-					txt += " [" + pc + "]"
+					// The peer's own configuration, small: it
+					// repeats down the column.
+					txt += ` <span class="pc">` + esc(pc) + `</span>`
 				}
 			}
-			ew.printf("<td class=\"%s\">%s</td>", cls, esc(txt))
+			ew.printf("<td class=\"%s\">%s</td>", cls, txt)
 		}
 		for _, p := range t.Peers() {
 			r, ok := l.Ratio[p]
@@ -211,7 +215,7 @@ func writeHTMLTable(ew *errWriter, t *summaryTable) {
 		}
 		ew.printf("</tr>\n")
 	}
-	ew.printf("</table>\n")
+	ew.printf("</table></div>\n")
 }
 
 // verdictClass colours a ratio cell: better or worse only when every

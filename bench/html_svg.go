@@ -156,6 +156,7 @@ const (
 	barHeight     = 14
 	barGap        = 2
 	groupGap      = 12
+	limitLabelH   = 12 // the kernel limit's label line above a group
 	chartTop      = 46 // title, subtitle
 	axisHeight    = 40 // tick labels and the axis title
 	legendH       = 22
@@ -170,7 +171,7 @@ func (c barChart) svg() string {
 		for _, b := range g.Bars {
 			hi = math.Max(hi, nanTo0(b.Max))
 		}
-		hi = math.Max(hi, nanTo0(g.Limit.Max))
+		hi = math.Max(hi, nanTo0(g.Limit.Median)) // the limit is drawn at its median
 	}
 	top, step := niceScale(hi, 5)
 	longest := 0
@@ -183,7 +184,16 @@ func (c barChart) svg() string {
 	chartWidth := labelWidth + plotWidth + valueMargin
 	plotW := float64(plotWidth)
 	x := func(v float64) float64 { return labelWidth + plotW*v/top }
-	plotH := float64(rows*(barHeight+barGap) + len(c.Groups)*groupGap)
+	// With a kernel limit, each group gets a line of its own above it
+	// for the limit's label, clear of the bars' value labels.
+	gap := float64(groupGap)
+	for _, g := range c.Groups {
+		if g.Limit.N > 0 {
+			gap = groupGap + limitLabelH
+			break
+		}
+	}
+	plotH := float64(rows*(barHeight+barGap)) + float64(len(c.Groups))*gap
 	h := chartTop + plotH + axisHeight + legendH
 	var s svgBuilder
 	s.open(chartWidth, h, c.Title)
@@ -203,7 +213,7 @@ func (c barChart) svg() string {
 		axis += " (lower is better)"
 	}
 	s.text(labelWidth+plotW/2, y0+plotH+32, "middle", ` fill="#444444"`, axis)
-	y := y0 + groupGap/2
+	y := y0 + gap - groupGap/2
 	for _, g := range c.Groups {
 		gh := float64(len(g.Bars)*(barHeight+barGap) - barGap)
 		label := g.Label
@@ -232,11 +242,12 @@ func (c barChart) svg() string {
 		}
 		if g.Limit.N > 0 {
 			lx := x(g.Limit.Median)
+			top := y - gh - barGap
 			s.f(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2" stroke-dasharray="5 3"><title>%s</title></line>`,
-				lx, y-gh-barGap-3, lx, y+1, implColors[implKernel], esc("kernel limit: "+formatStats(g.Limit, c.Unit)+" "+c.Unit))
-			s.text(lx+4, y-gh-barGap+7, "start", ` font-size="11"`, "kernel "+formatShort(g.Limit.Median))
+				lx, top-limitLabelH+2, lx, y+1, implColors[implKernel], esc("kernel limit: "+formatStats(g.Limit, c.Unit)+" "+c.Unit))
+			s.text(lx+4, top-3, "start", ` font-size="10.5"`, "kernel "+formatShort(g.Limit.Median))
 		}
-		y += groupGap
+		y += gap
 	}
 	s.f(`<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#444444"/>`, labelWidth, y0, labelWidth, y0+plotH)
 	// Legend.
