@@ -206,9 +206,11 @@ func writeHTMLTable(ew *errWriter, t *summaryTable) {
 				continue
 			}
 			cls := verdictClass(l.Metric, r, l.RatioRange[p])
-			if p == implKernel {
+			if p == implKernel || l.Metric == MetricSentFrames {
 				// The kernel is the limit, not a rival: the ratio
-				// is how close sluice comes, never a loss.
+				// is how close sluice comes, never a loss. The
+				// frames sent are the load a capturer was offered,
+				// not something it did better or worse.
 				cls = ""
 			}
 			ew.printf("<td class=\"num%s\">%s</td>", cls, esc(formatRatioStats(r, l.RatioRange[p])))
