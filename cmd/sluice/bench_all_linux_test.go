@@ -147,6 +147,7 @@ func TestBenchAllQuick(t *testing.T) {
 // (capture).
 func TestBenchAllInterrupted(t *testing.T) {
 	testenv.RequireRoot(t)
+	bin := buildBenchSluice(t)
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -171,13 +172,12 @@ func TestBenchAllInterrupted(t *testing.T) {
 				testenv.RequireTool(t, tc.tool)
 			}
 			scenario, _, _ := strings.Cut(tc.args[len(tc.args)-1], ":")
-			interruptBenchAll(t, scenario, tc.args)
+			interruptBenchAll(t, bin, scenario, tc.args)
 		})
 	}
 }
 
-func interruptBenchAll(t *testing.T, scenario string, args []string) {
-	bin := buildBenchSluice(t)
+func interruptBenchAll(t *testing.T, bin, scenario string, args []string) {
 	dir := filepath.Join(t.TempDir(), "out")
 	linksBefore := rootLinks(t)
 
@@ -399,28 +399,13 @@ func descendants(pid int) []int {
 	return out
 }
 
-var (
-	benchBinOnce sync.Once
-	benchBin     string
-	benchBinErr  error
-)
-
-// buildBenchSluice builds the sluice binary once for the subprocess tests.
+// buildBenchSluice builds the sluice binary into t's temporary directory,
+// removed with it.
 func buildBenchSluice(t *testing.T) string {
 	t.Helper()
-	benchBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sluice-bench-bin")
-		if err != nil {
-			benchBinErr = err
-			return
-		}
-		benchBin = filepath.Join(dir, "sluice")
-		if out, err := exec.Command("go", "build", "-o", benchBin, ".").CombinedOutput(); err != nil {
-			benchBinErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if benchBinErr != nil {
-		t.Fatal(benchBinErr)
+	bin := filepath.Join(t.TempDir(), "sluice")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	return benchBin
+	return bin
 }
