@@ -36,6 +36,10 @@ import (
 var sluiceBin string
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		// Re-executed as the command of a sandbox under test.
+		os.Exit(runHelper(mode))
+	}
 	code := func() int {
 		if os.Geteuid() == 0 {
 			dir, err := os.MkdirTemp("", "sluice-sandbox-test")
