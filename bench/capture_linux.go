@@ -284,21 +284,21 @@ func measureCapture(ctx context.Context, topo *topology, opts CaptureOptions, m 
 	cmd := exec.Command("nsenter", argv...)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	g, err := startGroup(cmd)
+	if err != nil {
 		return res, fmt.Errorf("start %s: %w", m.impl, err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
+	go func() { <-g.Exited(); exited <- g.Err() }()
+	// Also after a clean exit: nothing of the capturer's group may
+	// outlive the measurement.
 	defer func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			<-exited
+		if serr := g.Stop(groupGrace); serr != nil && err == nil {
+			err = fmt.Errorf("stop %s: %w", m.impl, serr)
 		}
 	}()
 	base, err := waitCapturerReady(ctx, cmd.Process.Pid, readyLine(m.impl), &out, exited)
 	if err != nil {
-		stopped = err == errExited
 		return res, fmt.Errorf("%w\n%s", err, lastLines(out.String(), 5))
 	}
 	rx0, err := rxPackets(topo, ifA)
@@ -341,10 +341,9 @@ func measureCapture(ctx context.Context, topo *topology, opts CaptureOptions, m 
 		return res, err
 	}
 	res.sent = rx1 - rx0
-	_ = cmd.Process.Signal(syscall.SIGINT)
+	_ = g.Signal(syscall.SIGINT)
 	select {
 	case err = <-exited:
-		stopped = true
 	case <-time.After(30 * time.Second):
 		return res, fmt.Errorf("%s did not exit within 30 s of SIGINT\n%s", m.impl, lastLines(out.String(), 5))
 	}

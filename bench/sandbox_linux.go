@@ -306,24 +306,14 @@ func (t *sbxTopology) prepareSlirp(ctx context.Context) (runner, string, error) 
 	}
 	cmd := exec.Command("nsenter", "--net="+netns.Path(t.server), "--", bin,
 		"--configure", "--mtu=65520", "--disable-host-loopback", "--netns-type=path", netns.Path(ns), "tap0")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	g, err := startGroup(cmd)
+	if err != nil {
 		return nil, "", fmt.Errorf("start slirp4netns: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.onClose(func() error {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(3 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		return nil
-	})
+	t.onClose(func() error { return g.Stop(groupGrace) })
+	done := g.Exited()
 	// --configure sets tap0's address and route before slirp4netns
 	// serves: wait for the default route.
 	deadline := time.Now().Add(5 * time.Second)
@@ -389,9 +379,15 @@ func (t *sbxTopology) preparePasta(exe string) (runner, string, error) {
 		if argv[0] == exe {
 			argv[0] = copyExe
 		}
+		// The change of user clears the parent-death signal runCmd
+		// sets: --pdeathsig keep restores it for pasta. pasta does not
+		// pass its own death on to the command it forks, so the
+		// command gets one of its own; it also dies with its group
+		// (runCmd), this is for a bench that is killed.
 		args := []string{"--net=" + netns.Path(t.server), "--",
-			"setpriv", "--reuid=" + uid, "--regid=" + gid, "--clear-groups", "--",
-			bin, "--config-net", "--quiet", "--foreground", "--"}
+			"setpriv", "--reuid=" + uid, "--regid=" + gid, "--clear-groups", "--pdeathsig", "keep", "--",
+			bin, "--config-net", "--quiet", "--foreground", "--",
+			"setpriv", "--pdeathsig", "KILL", "--"}
 		return runCmd(ctx, "nsenter", append(args, argv...), timeout)
 	}, "", nil
 }
@@ -430,22 +426,42 @@ func copyFile(src, dst string, perm os.FileMode) error {
 }
 
 // runCmd runs name with args, bounded by timeout, and returns its stdout.
-// Cancelling ctx sends SIGTERM (sluice run passes it on to its command and
-// tears its sandbox down), then SIGKILL after a grace period.
+// The process leads a process group of its own (see procgroup_linux.go);
+// when ctx is cancelled or timeout passes, the whole group gets SIGTERM
+// (sluice run passes it on to its command and tears its sandbox down),
+// then SIGKILL after groupGrace. runCmd returns only once nothing of the
+// group is left, also when the process exited by itself: what pasta
+// started outlives pasta.
 func runCmd(ctx context.Context, name string, args []string, timeout time.Duration) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 5 * time.Second
+	cmd := exec.Command(name, args...)
+	// SIGTERM rather than SIGKILL if the bench dies: sluice run then
+	// still tears its sandbox down.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	g, err := startGroup(cmd)
 	if err != nil {
-		if ctx.Err() == context.DeadlineExceeded {
-			err = fmt.Errorf("no result within %v", timeout)
-		}
+		return nil, fmt.Errorf("start %s: %w", filepath.Base(name), err)
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var stopped error
+	select {
+	case <-g.Exited():
+	case <-ctx.Done():
+		stopped = ctx.Err()
+	case <-timer.C:
+		stopped = fmt.Errorf("no result within %v", timeout)
+	}
+	serr := g.Stop(groupGrace)
+	err = g.Err()
+	if stopped != nil {
+		err = stopped
+	}
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
 		// stderr only: stdout is the result (iperf3's JSON carries its
 		// own error, which the caller reports).
 		msg := strings.TrimSpace(stderr.String())
@@ -495,13 +511,17 @@ func (t *sbxTopology) measure(ctx context.Context, run runner, c SandboxConfig, 
 // after a client it did not like, failing every later measurement.
 func (t *sbxTopology) startIperf3() (stop func(), err error) {
 	srv := exec.Command("nsenter", "--net="+netns.Path(t.server), "--", "iperf3", "-s", "-1", "-B", sbxServer.String(), "-p", strconv.Itoa(sbxIperfPort))
-	srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	srv.Stdout, srv.Stderr = &stderr, &stderr
-	if err := srv.Start(); err != nil {
+	g, err := startGroup(srv)
+	if err != nil {
 		return nil, fmt.Errorf("start iperf3 -s: %w", err)
 	}
-	stop = func() { _ = srv.Process.Kill(); _ = srv.Wait() }
+	stop = func() {
+		if err := g.Stop(groupGrace); err != nil {
+			fmt.Fprintf(t.progress, "sandbox: stop iperf3 -s: %v\n", err)
+		}
+	}
 	if err := waitListening(t.server, sbxIperfPort, 5*time.Second); err != nil {
 		stop()
 		return nil, fmt.Errorf("iperf3 -s in %s: %w (output: %s)", t.server, err, strings.TrimSpace(stderr.String()))

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,32 +143,22 @@ func TestBenchAllQuick(t *testing.T) {
 // leaves no namespace, veth, XDP program, bpffs pin or process behind. Each
 // case's filter leaves two steps; the interrupt comes during the second,
 // chosen for what it holds: an XDP program, AF_XDP sockets, UMEM and extra
-// queues (dispatch, mode xdp); pasta and iperf3 processes (sandbox, skipped
-// while its known leak stands); a tcpdump process pinned to a CPU
-// (capture).
+// queues (dispatch, mode xdp); pasta and the iperf3 client it forks
+// (sandbox), which pasta leaves running when it exits; a tcpdump process
+// pinned to a CPU (capture).
 func TestBenchAllInterrupted(t *testing.T) {
 	testenv.RequireRoot(t)
 	bin := buildBenchSluice(t)
 	for _, tc := range []struct {
-		name  string
-		args  []string
-		tool  string // needed on PATH for the second step
-		known string // a known leak: skip, saying which
+		name string
+		args []string
+		tool string // needed on PATH for the second step
 	}{
 		{name: "dispatch xdp", args: []string{"--duration", "2s", "--only", "dispatch:metric=tcp_gbps:channels=1:mode=mmap/xdp"}},
-		{name: "sandbox pasta", args: []string{"--duration", "1s", "--quick", "--only", "sandbox:impl=sluice/pasta"}, tool: "pasta",
-			// Found by this test: runCmd cancels the nsenter/setpriv/pasta
-			// process it started and waits for it (and at most WaitDelay
-			// for its pipes), not for what pasta started: the iperf3
-			// client (and sometimes pasta's own child) outlives sluice by
-			// seconds. setpriv's change of user also clears Pdeathsig.
-			known: "known leak in bench/sandbox_linux.go runCmd: pasta's iperf3 client outlives an interrupted run; remove this skip once it kills and waits for the whole process group"},
+		{name: "sandbox pasta", args: []string{"--duration", "1s", "--quick", "--only", "sandbox:impl=sluice/pasta"}, tool: "pasta"},
 		{name: "capture tcpdump", args: []string{"--duration", "2s", "--only", "capture:cpu=shared:via=mmap:impl=sluice/tcpdump"}, tool: "tcpdump"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.known != "" {
-				t.Skip(tc.known)
-			}
 			if tc.tool != "" {
 				testenv.RequireTool(t, tc.tool)
 			}
@@ -240,11 +231,17 @@ func interruptBenchAll(t *testing.T, bin, scenario string, args []string) {
 	}
 	desc := descendants(pid)
 	var names []string
+	// The peers lead process groups of their own; a process one of them
+	// forks after this look is still in its group.
+	groups := map[int]bool{}
 	for _, p := range desc {
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p))
 		names = append(names, fmt.Sprintf("%d:%s", p, strings.TrimSpace(string(comm))))
+		if _, pg, ok := procState(p); ok && pg != pid {
+			groups[pg] = true
+		}
 	}
-	t.Logf("at the interrupt: namespaces %v, processes under sluice %v", ns, names)
+	t.Logf("at the interrupt: namespaces %v, processes under sluice %v, their groups %v", ns, names, slices.Sorted(maps.Keys(groups)))
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
@@ -288,12 +285,16 @@ func interruptBenchAll(t *testing.T, bin, scenario string, args []string) {
 		}
 	}
 	for _, p := range desc {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); err == nil {
+		if _, _, ok := procState(p); ok {
 			t.Errorf("process %d, started by sluice, outlived it", p)
 		}
 	}
 	if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("processes left in sluice's process group (kill -0: %v)", err)
+	}
+	for _, p := range liveInGroups(groups) {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p))
+		t.Errorf("process %d (%s) is left in the process group of a peer sluice started", p, strings.TrimSpace(string(comm)))
 	}
 
 	// What was measured before the interrupt was kept.
@@ -365,26 +366,54 @@ func rootLinks(t *testing.T) []string {
 	return out
 }
 
+// procState reads the parent and process group of pid from
+// /proc/pid/stat; ok is false for a process gone or a zombie (which holds
+// nothing but its pid, and which init reaps).
+func procState(pid int) (ppid, pgid int, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	// "pid (comm) state ppid pgrp ...": comm may hold spaces and ')'.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+		return 0, 0, false
+	}
+	ppid, err1 := strconv.Atoi(f[1])
+	pgid, err2 := strconv.Atoi(f[2])
+	return ppid, pgid, err1 == nil && err2 == nil
+}
+
+// procs lists the pids in /proc.
+func procs() []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		if p, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// liveInGroups lists the live processes whose process group is in groups.
+func liveInGroups(groups map[int]bool) []int {
+	var out []int
+	for _, p := range procs() {
+		if _, pg, ok := procState(p); ok && groups[pg] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // descendants returns the processes below pid, from /proc.
 func descendants(pid int) []int {
 	parent := map[int]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// "pid (comm) state ppid ...": comm may hold spaces and ')'.
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 1 {
-			if pp, err := strconv.Atoi(f[1]); err == nil {
-				parent[p] = pp
-			}
+	for _, p := range procs() {
+		if pp, _, ok := procState(p); ok {
+			parent[p] = pp
 		}
 	}
 	var out []int
