@@ -119,44 +119,24 @@ func (o DispatchOptions) Validate() error {
 	return nil
 }
 
-// ParseModes parses dispatch mode names (readv, recvmmsg, mmap). Each
+// ParseModes parses dispatch mode names (readv, recvmmsg, mmap, xdp). Each
 // element may itself be a comma-separated list; duplicates are dropped.
 func ParseModes(list []string) ([]dataplane.Mode, error) {
-	var out []dataplane.Mode
-	for _, s := range splitList(list) {
-		m, err := dataplane.ParseMode(s)
+	return parseList("--modes", list, "some of readv, recvmmsg, mmap, xdp", func(s string) (dataplane.Mode, error) {
 		if s == "xdp" {
-			m, err = ModeXDP, nil
+			return ModeXDP, nil
 		}
+		m, err := dataplane.ParseMode(s)
 		if err != nil {
-			return nil, fmt.Errorf("bench: --modes: unknown dispatch mode %q (want readv, recvmmsg, mmap or xdp)", s)
+			return 0, fmt.Errorf("unknown dispatch mode %q (want readv, recvmmsg, mmap or xdp)", s)
 		}
-		if !slices.Contains(out, m) {
-			out = append(out, m)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("bench: --modes: empty list (want some of readv, recvmmsg, mmap)")
-	}
-	return out, nil
+		return m, nil
+	})
 }
 
 // ParseChannels parses channel counts, each 1..MaxChannels.
 func ParseChannels(list []string) ([]int, error) {
-	var out []int
-	for _, s := range splitList(list) {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxChannels {
-			return nil, fmt.Errorf("bench: --channels: %q: want a whole number of channels from 1 to %d", s, MaxChannels)
-		}
-		if !slices.Contains(out, n) {
-			out = append(out, n)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("bench: --channels: empty list (want counts such as 1,2)")
-	}
-	return out, nil
+	return parseList("--channels", list, "counts such as 1,2", parseCount("channels", MaxChannels))
 }
 
 // ParseMetrics parses metric names, a subset of DispatchMetrics.
@@ -169,23 +149,80 @@ func ParseImpls(list []string) ([]string, error) {
 	return parseNames("--impls", "implementation", list, Impls)
 }
 
-func parseNames(flag, what string, list, valid []string) ([]string, error) {
-	var out []string
+// parseList parses the values of a list flag. Each element may itself be
+// a comma-separated list; spaces are trimmed, empty elements and
+// duplicates dropped, and the order given kept. parse turns one element
+// into a value or says what is wrong with it; want describes the values
+// expected, for the error of an empty list. Errors name the flag.
+func parseList[T comparable](flag string, list []string, want string, parse func(string) (T, error)) ([]T, error) {
+	var out []T
 	for _, s := range splitList(list) {
-		if !slices.Contains(valid, s) {
-			return nil, fmt.Errorf("bench: %s: unknown %s %q (want some of %s)", flag, what, s, strings.Join(valid, ", "))
+		v, err := parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", flag, err)
 		}
-		if !slices.Contains(out, s) {
-			out = append(out, s)
+		if !slices.Contains(out, v) {
+			out = append(out, v)
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("bench: %s: empty list (want some of %s)", flag, strings.Join(valid, ", "))
+		return nil, fmt.Errorf("bench: %s: empty list (want %s)", flag, want)
+	}
+	return out, nil
+}
+
+// parseCount parses a whole number of what, 1..most.
+func parseCount(what string, most int) func(string) (int, error) {
+	return func(s string) (int, error) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > most {
+			return 0, fmt.Errorf("%q: want a whole number of %s from 1 to %d", s, what, most)
+		}
+		return n, nil
+	}
+}
+
+// parseNames parses names from valid, returned in valid's order.
+func parseNames(flag, what string, list, valid []string) ([]string, error) {
+	out, err := parseEnumNames(flag, what, list, valid, valid, false)
+	if err != nil {
+		return nil, err
 	}
 	// Keep the canonical order so tables read the same whatever the
 	// order on the command line.
 	slices.SortStableFunc(out, func(a, b string) int { return slices.Index(valid, a) - slices.Index(valid, b) })
 	return out, nil
+}
+
+// parseEnum parses names of the values in valid (by their String), keeping
+// the order given. Names are not case-sensitive.
+func parseEnum[T interface {
+	comparable
+	fmt.Stringer
+}](flag, what string, list []string, valid []T) ([]T, error) {
+	names := make([]string, len(valid))
+	for i, v := range valid {
+		names[i] = v.String()
+	}
+	return parseEnumNames(flag, what, list, names, valid, true)
+}
+
+// parseEnumNames parses elements of list, each one of names (in any case
+// with fold), into the value of valid at the same index.
+func parseEnumNames[T comparable](flag, what string, list, names []string, valid []T, fold bool) ([]T, error) {
+	want := "some of " + strings.Join(names, ", ")
+	return parseList(flag, list, want, func(s string) (T, error) {
+		key := s
+		if fold {
+			key = strings.ToLower(s)
+		}
+		i := slices.Index(names, key)
+		if i < 0 {
+			var zero T
+			return zero, fmt.Errorf("unknown %s %q (want %s)", what, s, want)
+		}
+		return valid[i], nil
+	})
 }
 
 // splitList flattens comma-separated elements, trimming spaces and dropping

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -299,20 +298,13 @@ func (o TCPOptions) Configs() []TCPConfig {
 // readv, recvmmsg, mmap. The AF_PACKET modes only: the scenario opens
 // packet sockets for both implementations.
 func ParseTCPModes(list []string) ([]dataplane.Mode, error) {
-	var out []dataplane.Mode
-	for _, s := range splitList(list) {
+	return parseList("--modes", list, "some of readv, recvmmsg, mmap", func(s string) (dataplane.Mode, error) {
 		m, err := dataplane.ParseMode(s)
 		if err != nil {
-			return nil, fmt.Errorf("bench: --modes: unknown dispatch mode %q (want readv, recvmmsg or mmap)", s)
+			return 0, fmt.Errorf("unknown dispatch mode %q (want readv, recvmmsg or mmap)", s)
 		}
-		if !slices.Contains(out, m) {
-			out = append(out, m)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("bench: --modes: empty list (want some of readv, recvmmsg, mmap)")
-	}
-	return out, nil
+		return m, nil
+	})
 }
 
 // ParseGSO parses GSO kinds (none, host, software) for --gso. Each element
@@ -330,90 +322,32 @@ func ParseDirections(list []string) ([]Direction, error) {
 // ParseOnOff parses a list of on/off settings for flag (--gro,
 // --peer-tso): on, off, true, false, 1, 0.
 func ParseOnOff(flag string, list []string) ([]bool, error) {
-	var out []bool
-	for _, s := range splitList(list) {
-		var v bool
+	return parseList(flag, list, "on, off or on,off", func(s string) (bool, error) {
 		switch strings.ToLower(s) {
 		case "on", "true", "1":
-			v = true
+			return true, nil
 		case "off", "false", "0":
-		default:
-			return nil, fmt.Errorf("bench: %s: %q: want on or off (or both: on,off)", flag, s)
+			return false, nil
 		}
-		if !slices.Contains(out, v) {
-			out = append(out, v)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("bench: %s: empty list (want on, off or on,off)", flag)
-	}
-	return out, nil
+		return false, fmt.Errorf("%q: want on or off (or both: on,off)", s)
+	})
 }
 
 // ParseFlows parses numbers of parallel connections for --flows, each
 // 1..MaxFlows.
 func ParseFlows(list []string) ([]int, error) {
-	var out []int
-	for _, s := range splitList(list) {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxFlows {
-			return nil, fmt.Errorf("bench: --flows: %q: want a whole number of connections from 1 to %d", s, MaxFlows)
-		}
-		if !slices.Contains(out, n) {
-			out = append(out, n)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("bench: --flows: empty list (want counts such as 1,4)")
-	}
-	return out, nil
+	return parseList("--flows", list, "counts such as 1,4", parseCount("connections", MaxFlows))
 }
 
 // ParseIPVersions parses IP versions for --ip: 4, 6 (or ipv4, ipv6).
 func ParseIPVersions(list []string) ([]int, error) {
-	var out []int
-	for _, s := range splitList(list) {
-		var v int
+	return parseList("--ip", list, "4, 6 or 4,6", func(s string) (int, error) {
 		switch strings.ToLower(s) {
 		case "4", "ipv4", "v4":
-			v = 4
+			return 4, nil
 		case "6", "ipv6", "v6":
-			v = 6
-		default:
-			return nil, fmt.Errorf("bench: --ip: %q: want 4 or 6 (or both: 4,6)", s)
+			return 6, nil
 		}
-		if !slices.Contains(out, v) {
-			out = append(out, v)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("bench: --ip: empty list (want 4, 6 or 4,6)")
-	}
-	return out, nil
-}
-
-// parseEnum parses names of the values in valid (by their String), keeping
-// the order given and dropping duplicates.
-func parseEnum[T interface {
-	comparable
-	fmt.Stringer
-}](flag, what string, list []string, valid []T) ([]T, error) {
-	names := make([]string, len(valid))
-	for i, v := range valid {
-		names[i] = v.String()
-	}
-	var out []T
-	for _, s := range splitList(list) {
-		i := slices.Index(names, strings.ToLower(s))
-		if i < 0 {
-			return nil, fmt.Errorf("bench: %s: unknown %s %q (want some of %s)", flag, what, s, strings.Join(names, ", "))
-		}
-		if !slices.Contains(out, valid[i]) {
-			out = append(out, valid[i])
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("bench: %s: empty list (want some of %s)", flag, strings.Join(names, ", "))
-	}
-	return out, nil
+		return 0, fmt.Errorf("%q: want 4 or 6 (or both: 4,6)", s)
+	})
 }
