@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -51,6 +52,11 @@ var ErrNotImplemented = errors.New("not implemented yet")
 type Config struct {
 	// Network is the kind of network the command gets.
 	Network NetworkType `flag:"network"`
+	// Plugin is the registered stack of --network plugin (see Stack).
+	Plugin string `flag:"plugin"`
+	// PluginConfig is handed to the plugin stack as it is, for it to
+	// parse.
+	PluginConfig string `flag:"plugin-config"`
 	// Profile is the bundle of settings applied to flags not given
 	// explicitly.
 	Profile Profile `flag:"profile"`
@@ -163,7 +169,9 @@ func DefaultConfig() Config {
 // RegisterFlags binds every field of c to a flag on fs, with c's current
 // values as the defaults. After fs is parsed, call Finish.
 func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
-	fs.Var(&c.Network, "network", "network of the command: sandbox (own namespace, all traffic through the user-space stack), host (sluice's namespace, no isolation), none (loopback only)")
+	fs.Var(&c.Network, "network", "network of the command: sandbox (own namespace, all traffic through the user-space stack), host (sluice's namespace, no isolation), none (loopback only), plugin (own namespace behind the stack --plugin names)")
+	fs.StringVar(&c.Plugin, "plugin", c.Plugin, "stack behind the sandbox's eth0 with --network plugin; registered: "+strings.Join(Stacks(), ", "))
+	fs.StringVar(&c.PluginConfig, "plugin-config", c.PluginConfig, "configuration string handed to the --plugin stack as it is")
 	fs.Var(&c.Profile, "profile", "bundle of settings for flags not given explicitly: default, throughput, latency")
 	fs.Var(&c.Dispatch, "dispatch", "inbound dispatch of the stack-side link: readv, recvmmsg or mmap (PACKET_RX_RING)")
 	fs.IntVar(&c.NumNetworkChannels, "num-network-channels", c.NumNetworkChannels, "number of packet sockets (channels) on the stack-side link, in one PACKET_FANOUT hash group")
@@ -318,8 +326,16 @@ func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	if c.Network < NetworkSandbox || c.Network > NetworkNone {
+	if c.Network < NetworkSandbox || c.Network > NetworkPlugin {
 		bad("--network %v: unknown", c.Network)
+	}
+	switch {
+	case c.Network == NetworkPlugin && c.Plugin == "":
+		bad("--network plugin needs --plugin NAME (registered: %s)", strings.Join(Stacks(), ", "))
+	case c.Network != NetworkPlugin && c.Plugin != "":
+		bad("--plugin %s needs --network plugin (with --network %v it would not be used)", c.Plugin, c.Network)
+	case c.Network != NetworkPlugin && c.PluginConfig != "":
+		bad("--plugin-config needs --network plugin and --plugin (with --network %v there is no plugin to hand it to)", c.Network)
 	}
 	if _, ok := profiles[c.Profile]; !ok {
 		bad("--profile %v: unknown", c.Profile)
@@ -392,6 +408,18 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// StackName is the registered name of the stack behind eth0: NetstackName
+// for --network sandbox, --plugin for --network plugin, empty otherwise.
+func (c Config) StackName() string {
+	switch c.Network {
+	case NetworkSandbox:
+		return NetstackName
+	case NetworkPlugin:
+		return c.Plugin
+	}
+	return ""
 }
 
 // DNSOn reports whether the sandbox serves DNS.

@@ -19,7 +19,9 @@ var cmpNetip = cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
 // everyFlagSet is a Config with every field away from its default.
 func everyFlagSet() Config {
 	return Config{
-		Network:                     NetworkNone,
+		Network:                     NetworkPlugin,
+		Plugin:                      "bridge",
+		PluginConfig:                "a=b, c",
 		Profile:                     ProfileLatency,
 		Dispatch:                    dataplane.PacketMMap,
 		NumNetworkChannels:          3,
@@ -166,6 +168,9 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"mtu below ipv6 minimum", []string{"--mtu=1000"}, []string{"--mtu 1000", "IPv6", "--subnet6 none"}},
 		{"bad bool", []string{"--gso=maybe"}, []string{`"maybe"`, "--gso"}},
 		{"positional argument", []string{"curl"}, []string{`"curl"`}},
+		{"plugin network without plugin", []string{"--network=plugin"}, []string{"--network plugin needs --plugin NAME", "registered: ", NetstackName}},
+		{"plugin without plugin network", []string{"--plugin=bridge"}, []string{"--plugin bridge needs --network plugin", "--network sandbox"}},
+		{"plugin config without plugin network", []string{"--network=none", "--plugin-config=x"}, []string{"--plugin-config needs --network plugin"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseFlags(tc.args)
@@ -192,6 +197,9 @@ func TestParseFlagsAccepts(t *testing.T) {
 		{"xdp tunnel", []string{"--xdp=tunnel:ens3"}, func(c *Config) { c.XDP = XDPConfig{Mode: XDPTunnel, Interface: "ens3"} }},
 		{"dispatch alias", []string{"--dispatch=packet-mmap"}, func(c *Config) { c.Dispatch = dataplane.PacketMMap }},
 		{"small subnet", []string{"--subnet=10.9.0.0/29"}, func(c *Config) { c.Subnet = netip.MustParsePrefix("10.9.0.0/29") }},
+		{"plugin", []string{"--network=plugin", "--plugin=bridge", "--plugin-config=k=v"}, func(c *Config) {
+			c.Network, c.Plugin, c.PluginConfig = NetworkPlugin, "bridge", "k=v"
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseFlags(tc.args)

@@ -18,9 +18,16 @@ const (
 	NetworkHost
 	// NetworkNone gives the command a namespace with loopback only.
 	NetworkNone
+	// NetworkPlugin is NetworkSandbox with another registered stack than
+	// the netstack behind eth0 (--plugin NAME; see Stack).
+	NetworkPlugin
 )
 
-var networkNames = []string{"sandbox", "host", "none"}
+var networkNames = []string{"sandbox", "host", "none", "plugin"}
+
+// hasStack reports whether the command's namespace has an eth0 with a stack
+// behind it.
+func (n NetworkType) hasStack() bool { return n == NetworkSandbox || n == NetworkPlugin }
 
 // String returns the flag spelling.
 func (n NetworkType) String() string {
@@ -38,11 +45,11 @@ func (n *NetworkType) Set(s string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("unknown network %q (want sandbox, host or none)", s)
+	return fmt.Errorf("unknown network %q (want sandbox, host, none or plugin)", s)
 }
 
 // Type implements pflag.Value.
-func (*NetworkType) Type() string { return "sandbox|host|none" }
+func (*NetworkType) Type() string { return "sandbox|host|none|plugin" }
 
 // QDisc is the queueing discipline in front of the stack-side link's writes
 // (`--qdisc`).

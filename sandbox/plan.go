@@ -190,7 +190,7 @@ type FactSource interface {
 // CAP_NET_RAW.
 func capsFor(n NetworkType) []string {
 	switch n {
-	case NetworkSandbox:
+	case NetworkSandbox, NetworkPlugin:
 		return []string{"CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW"}
 	case NetworkNone:
 		return []string{"CAP_SYS_ADMIN", "CAP_NET_ADMIN"}
@@ -206,7 +206,7 @@ func GatherFacts(src FactSource, c Config) (HostFacts, error) {
 		return f, fmt.Errorf("sandbox: read capabilities: %w", err)
 	}
 	f.MissingCaps = missing
-	if c.Network != NetworkSandbox || len(missing) > 0 {
+	if !c.Network.hasStack() || len(missing) > 0 {
 		return f, nil
 	}
 	f.Routes, err = src.Routes(c.UplinkNetNS)

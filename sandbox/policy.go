@@ -251,10 +251,19 @@ func (r Rule) matches(proto string, dst netip.Addr, port uint16, names *nameTabl
 // Decide returns whether a new flow from src to dst:port over proto ("tcp"
 // or "udp") may go out, counts and logs the decision.
 func (p *Policy) Decide(proto string, src, dst netip.AddrPort) bool {
+	allow, _ := p.DecideRule(proto, src, dst)
+	return allow
+}
+
+// DecideRule is Decide that also names the rule that decided: a rule as its
+// flag (--allow 10.0.0.0/8), "--deny all" or "default". Without a policy
+// every flow is allowed by "default", uncounted.
+func (p *Policy) DecideRule(proto string, src, dst netip.AddrPort) (allow bool, rule string) {
 	if p == nil {
-		return true
+		return true, "default"
 	}
-	idx, allow := -1, !p.defaultDeny
+	idx := -1
+	allow = !p.defaultDeny
 	for i, r := range p.rules {
 		if !r.Allow && r.matches(proto, dst.Addr(), dst.Port(), p.names) {
 			idx, allow = i, false
@@ -269,7 +278,7 @@ func (p *Policy) Decide(proto string, src, dst netip.AddrPort) bool {
 			}
 		}
 	}
-	rule := "default"
+	rule = "default"
 	if idx >= 0 {
 		p.counts[idx].Add(1)
 		rule = p.rules[idx].String()
@@ -282,7 +291,7 @@ func (p *Policy) Decide(proto string, src, dst netip.AddrPort) bool {
 	if p.log != nil {
 		p.logDecision(proto, src, dst, allow, rule)
 	}
-	return allow
+	return allow, rule
 }
 
 func verdict(allow bool) string {

@@ -16,10 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/sluicenet/sluice/dataplane"
-	"github.com/sluicenet/sluice/fdbased"
 	"github.com/sluicenet/sluice/internal/netns"
 	"github.com/sluicenet/sluice/qdisc"
 )
@@ -53,11 +50,12 @@ type Sandbox struct {
 
 	childNS  int // -1 when none
 	childIno nsInode
-	stack    *stack.Stack
-	links    *Links
-	uplink   *uplink
-	tap      *tap    // --pcap-log and --log-packets; nil when neither
-	policy   *Policy // the egress policy; nil without --allow/--deny
+	// stack is the stack behind eth0 (nil with --network host or none).
+	stack     Stack
+	stackName string
+	publish   []Publish
+	tap       *tap    // --pcap-log and --log-packets; nil when neither
+	policy    *Policy // the egress policy; nil without --allow/--deny
 	// names learns the DNS answers; nil without --dns. dnsUpstream is
 	// where queries go.
 	names       *nameTable
@@ -101,6 +99,13 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var factory StackFactory
+	if args.Network.hasStack() {
+		// An unknown stack fails here, before anything exists.
+		if factory, err = LookupStack(c.StackName()); err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -108,7 +113,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	sb := &Sandbox{cfg: c, args: args, log: log, childNS: -1, done: make(chan struct{})}
+	sb := &Sandbox{cfg: c, args: args, log: log, childNS: -1, done: make(chan struct{}), stackName: c.StackName()}
 	defer func() {
 		if err != nil {
 			sb.Close()
@@ -121,11 +126,18 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 	if sb.tap, err = newTap(c, lines, log); err != nil {
 		return nil, err
 	}
-	if len(c.Publish) > 0 && args.Network != NetworkSandbox {
+	if len(c.Publish) > 0 && !args.Network.hasStack() {
 		return nil, fmt.Errorf("sandbox: --publish needs --network sandbox (with --network %v there is no stack to forward into)", args.Network)
 	}
+	for _, v := range c.Publish {
+		p, err := ParsePublish(v)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: --publish %w", err)
+		}
+		sb.publish = append(sb.publish, p)
+	}
 	var resolvConf string
-	if c.DNSOn() && args.Network == NetworkSandbox {
+	if c.DNSOn() && args.Network.hasStack() {
 		if c.DNSUpstream != "" {
 			sb.dnsUpstream, err = ParseDNSUpstream(c.DNSUpstream)
 		} else {
@@ -207,8 +219,8 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 		return nil, err
 	}
 
-	if args.Network == NetworkSandbox {
-		if err := sb.startNetwork(o); err != nil {
+	if args.Network.hasStack() {
+		if err := sb.startNetwork(factory); err != nil {
 			return nil, err
 		}
 	} else if _, err := configureSandboxSide(sb.childNS, SandboxLink{}); err != nil {
@@ -305,133 +317,68 @@ func (sb *Sandbox) startGuard(initPath string) error {
 	return nil
 }
 
-// startNetwork creates the veth, the stack and the uplink.
-func (sb *Sandbox) startNetwork(o Options) error {
+// startNetwork makes the stack namespace and brings the stack up through
+// the Stack steps: PreInit (the veth), Init, CreateLinksAndRoutes. On error
+// Close undoes it.
+func (sb *Sandbox) startNetwork(factory StackFactory) error {
 	a := &sb.args
-	if len(a.FDBasedLinks) != 1 {
-		return fmt.Errorf("sandbox: the plan has %d fd-based links; the sandbox wires exactly one", len(a.FDBasedLinks))
+	env := &StackEnv{
+		Name:         sb.stackName,
+		Args:         a,
+		CommandNS:    sb.childNS,
+		UplinkNS:     -1,
+		Logger:       sb.log,
+		PluginConfig: sb.cfg.PluginConfig,
+		Publish:      sb.publish,
+		policy:       sb.policy,
+		tap:          sb.tap,
 	}
-	link := &a.FDBasedLinks[0]
-
-	uplinkNS := -1
+	if sb.tap != nil {
+		env.Tap = sb.tap
+	}
+	if sb.names != nil {
+		env.DNS, env.names = sb.dnsUpstream, sb.names
+	}
 	if a.Uplink.NetNS != "" {
 		fd, err := unix.Open(netns.Path(a.Uplink.NetNS), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("sandbox: --uplink-netns %s: %w", a.Uplink.NetNS, err)
 		}
 		sb.push(func() { unix.Close(fd) })
-		uplinkNS = fd
+		env.UplinkNS = fd
 	}
 	stackNS, err := newPrivateNetNS()
 	if err != nil {
 		return err
 	}
 	sb.push(func() { unix.Close(stackNS) })
+	env.StackNS = stackNS
 
-	if err := createVeth(stackNS, sb.childNS, *link, a.Sandbox); err != nil {
-		return fmt.Errorf("sandbox: %w", err)
+	fail := func(step string, err error) error {
+		return fmt.Errorf("sandbox: stack %s: %s: %w", sb.stackName, step, err)
 	}
-	if err := configureStackSide(stackNS, *link); err != nil {
-		return fmt.Errorf("sandbox: stack side: %w", err)
-	}
-	mac, err := configureSandboxSide(sb.childNS, a.Sandbox)
+	st, err := factory()
 	if err != nil {
-		return fmt.Errorf("sandbox: %s: %w", a.Sandbox.Name, err)
+		return fail("new", err)
 	}
-	// The netstack knows the sandbox's address from the start; the
-	// sandbox still resolves the gateway with ARP and NDP.
-	for _, p := range a.Sandbox.Addresses {
-		link.Neighbors = append(link.Neighbors, Neighbor{Addr: p.Addr(), LinkAddress: mac})
+	if st == nil {
+		return fail("new", errors.New("the factory returned no stack"))
 	}
-
-	s, err := NewStack()
+	sb.stack = st
+	initStr, fds, err := st.PreInit(env)
 	if err != nil {
-		return err
-	}
-	sb.stack = s
-	links, err := CreateLinksAndRoutes(s, a, sb.packetOpener(stackNS))
-	if err != nil {
-		return err
-	}
-	sb.links = links
-	sb.uplink = newUplink(s, links.NIC(link.Name), *a, uplinkNS, sb.policy, sb.log)
-	if sb.names != nil {
-		sb.uplink.dns, sb.uplink.names = sb.dnsUpstream, sb.names
-	}
-	if len(sb.cfg.Publish) > 0 {
-		var ps []Publish
-		for _, v := range sb.cfg.Publish {
-			p, err := ParsePublish(v)
-			if err != nil {
-				return fmt.Errorf("sandbox: --publish %w", err)
-			}
-			ps = append(ps, p)
+		for _, fd := range fds {
+			unix.Close(fd)
 		}
-		var sb4, sb6 netip.Addr
-		for _, p := range a.Sandbox.Addresses {
-			if p.Addr().Is4() {
-				sb4 = p.Addr()
-			} else {
-				sb6 = p.Addr()
-			}
-		}
-		if err := sb.uplink.publish(ps, sb4, sb6); err != nil {
-			return err
-		}
+		return fail("pre-init", err)
+	}
+	if err := st.Init(initStr, fds); err != nil {
+		return fail("init", err)
+	}
+	if err := st.CreateLinksAndRoutes(); err != nil {
+		return fail("create links and routes", err)
 	}
 	return nil
-}
-
-// packetOpener opens the packet sockets of a link in the stack namespace and
-// makes sluice's fdbased endpoint over them.
-func (sb *Sandbox) packetOpener(stackNS int) EndpointOpener {
-	return func(l FDBasedLink) (OpenedLink, error) {
-		vnet := l.GSOMaxSize > 0 && !l.SoftwareGSOEnabled
-		var fds []int
-		err := netns.DoFD(stackNS, func() error {
-			var err error
-			fds, err = dataplane.OpenPacketSockets(dataplane.SocketOptions{
-				Interface:   l.Name,
-				VnetHdr:     vnet,
-				RcvBufBytes: socketBufBytes,
-				SndBufBytes: socketBufBytes,
-			}, l.NumChannels)
-			return err
-		})
-		if err != nil {
-			return OpenedLink{}, err
-		}
-		release := func() {
-			for _, fd := range fds {
-				unix.Close(fd)
-			}
-		}
-		ep, err := fdbased.NewEndpoint(fdbased.Options{
-			FDs:                  fds,
-			MTU:                  uint32(l.MTU),
-			EthernetHeader:       true,
-			Address:              tcpipLinkAddress(l.LinkAddress),
-			GSOMaxSize:           l.GSOMaxSize,
-			GVisorGSOEnabled:     l.SoftwareGSOEnabled,
-			PacketDispatchMode:   l.Dispatch,
-			TXChecksumOffload:    l.TXChecksumOffload,
-			RXChecksumOffload:    l.RXChecksumOffload,
-			GRO:                  l.GRO,
-			ProcessorsPerChannel: l.ProcessorsPerChannel,
-			Qdisc:                qdiscKind(l.QDisc),
-			RingBlocks:           rxRingBytes / dataplane.DefaultRingBlockSize,
-			Logger:               sb.log,
-		})
-		if err != nil {
-			release()
-			return OpenedLink{}, err
-		}
-		var lep stack.LinkEndpoint = ep
-		if sb.tap != nil {
-			lep = sb.tap.wrap(ep)
-		}
-		return OpenedLink{Endpoint: lep, Stats: ep.Stats, Modes: ep.Modes, Offloads: ep.Offloads, Release: release}, nil
-	}
 }
 
 func qdiscKind(q QDisc) qdisc.Kind {
@@ -490,10 +437,27 @@ func (sb *Sandbox) Stats() []LinkStats {
 	if sb.final != nil {
 		return sb.final
 	}
-	if sb.links == nil {
+	if sb.stack == nil {
 		return []LinkStats{}
 	}
-	return sb.links.Stats()
+	st := sb.stack.Stats()
+	if st == nil {
+		st = []LinkStats{}
+	}
+	return st
+}
+
+// StackName returns the registered name of the stack behind eth0; empty
+// with --network host or none.
+func (sb *Sandbox) StackName() string { return sb.stackName }
+
+// StackServiceStats returns the stack's own service counters; nil when it
+// has none.
+func (sb *Sandbox) StackServiceStats() map[string]uint64 {
+	if sb.stack == nil {
+		return nil
+	}
+	return sb.stack.ServiceStats()
 }
 
 // DNSStats returns the DNS service's counters; nil without --dns.
@@ -507,8 +471,8 @@ func (sb *Sandbox) PolicyStats() []PolicyStats { return sb.policy.Stats() }
 func (sb *Sandbox) Args() Args { return sb.args }
 
 // Close tears the sandbox down: it kills the command if it still runs and
-// every process it left in its namespace, closes the uplink's flows and the
-// stack, and releases the sockets and namespaces. It is idempotent.
+// every process it left in its namespace, closes the stack (its flows and
+// sockets), and releases the namespaces. It is idempotent.
 func (sb *Sandbox) Close() error {
 	sb.closeOnce.Do(func() {
 		if sb.cmd != nil {
@@ -520,21 +484,10 @@ func (sb *Sandbox) Close() error {
 			}
 		}
 		sb.final = sb.Stats()
-		if sb.uplink != nil {
-			sb.uplink.close()
-		}
-		if sb.links != nil {
-			sb.links.Stop()
-		}
 		if sb.stack != nil {
-			sb.stack.Close()
-			sb.stack.Wait()
-		}
-		if sb.uplink != nil {
-			sb.uplink.wait()
-		}
-		if sb.links != nil {
-			sb.links.Release()
+			if err := sb.stack.Close(); err != nil {
+				sb.log.Error("sandbox: close the stack", "stack", sb.stackName, "err", err)
+			}
 		}
 		if err := sb.tap.Close(); err != nil {
 			sb.log.Error(err.Error())

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -29,7 +30,7 @@ func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- COMMAND [ARGS...]",
 		Short: "Run a command whose whole network goes through sluice's dataplane and a user-space TCP/IP stack",
-		Long: `run starts COMMAND in a network namespace of its own, with lo and eth0 (a
+		Long: fmt.Sprintf(`run starts COMMAND in a network namespace of its own, with lo and eth0 (a
 veth). The far end of the veth is read by sluice's dataplane in a private
 namespace and feeds gVisor's netstack, which owns the gateway addresses,
 answers ARP and NDP, and terminates the command's TCP, UDP and ICMP echo,
@@ -55,10 +56,15 @@ sluice exits with the command's exit status (128+N if a signal N killed it)
 and passes SIGINT, SIGTERM and SIGHUP on to it. Every namespace, veth and
 socket goes when sluice exits, also when sluice itself is killed.
 
+Stacks: --network sandbox puts gVisor's netstack (registered as netstack)
+behind eth0; --network plugin --plugin NAME puts another registered stack
+there instead, handed --plugin-config STRING as it is.
+Registered stacks: %s.
+
 Accepted and validated but not implemented yet (they fail before the command
 starts): --xdp other than off, --buffer-pooling=false.
 
-Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW), except --network host.`,
+Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW), except --network host.`, strings.Join(sandbox.Stacks(), ", ")),
 		Example: `  sluice run -- curl -sS http://example.com/
   sluice run --dns --deny all --allow example.com -- curl -sS https://example.com/
   sluice run --publish 8080:80 -- python3 -m http.server 80

@@ -18,7 +18,7 @@ func TestRunInProcess(t *testing.T) {
 		name string
 		args []string
 		want int
-		err  string // in stderr
+		err  string // in stderr (or stdout, where --help goes)
 	}{
 		// --network host needs no re-executed init, so execute runs it
 		// in the test binary.
@@ -28,6 +28,9 @@ func TestRunInProcess(t *testing.T) {
 		{"no command", []string{"run"}, 1, "requires at least 1 arg"},
 		{"not implemented", []string{"run", "--xdp=ns", "--", "true"}, 1, "--xdp ns"},
 		{"uplink flag in demo", []string{"demo", "--uplink-netns=x"}, 1, "--uplink-netns"},
+		{"plugin without its network", []string{"run", "--plugin=netstack", "--", "true"}, 1, "--plugin netstack needs --network plugin"},
+		{"plugin network without a plugin", []string{"run", "--network=plugin", "--", "true"}, 1, "--network plugin needs --plugin NAME (registered: netstack"},
+		{"help lists the stacks", []string{"run", "--help"}, 0, "Registered stacks: netstack"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -35,8 +38,8 @@ func TestRunInProcess(t *testing.T) {
 			if got != tc.want {
 				t.Errorf("execute(%q) = %d, want %d; stderr: %s", tc.args, got, tc.want, stderr.String())
 			}
-			if tc.err != "" && !strings.Contains(stderr.String(), tc.err) {
-				t.Errorf("stderr %q lacks %q", stderr.String(), tc.err)
+			if tc.err != "" && !strings.Contains(stderr.String()+stdout.String(), tc.err) {
+				t.Errorf("stderr %q (stdout %q) lacks %q", stderr.String(), stdout.String(), tc.err)
 			}
 		})
 	}
