@@ -21,6 +21,7 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v tshark >/dev/null || need+=(tshark)
 command -v ethtool >/dev/null || need+=(ethtool)
+command -v nft >/dev/null || need+=(nftables) # sandbox bridge stack: the uplink namespace's NAT
 command -v curl >/dev/null || need+=(curl) # sandbox tests: a real HTTP client inside sluice run
 command -v dig >/dev/null || need+=(dnsutils) # sandbox tests: DNS through the sandbox resolver
 command -v pasta >/dev/null || need+=(passt)             # bench sandbox: a peer
