@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -50,6 +51,8 @@ func runHelper(mode string) int {
 		err = helperEchoServer()
 	case "stream-client":
 		err = helperStreamClient()
+	case "stream-server":
+		err = helperStreamServer()
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
@@ -234,6 +237,54 @@ func helperEchoServer() error {
 	return l.Close()
 }
 
+// Pacing of streamTo: streamChunk bytes every streamPause, about 6 MB/s, so
+// that a fault injected once the first bytes arrived lands mid-transfer.
+const (
+	streamChunk = 64 << 10
+	streamPause = 10 * time.Millisecond
+)
+
+// streamTo writes size bytes to c at the pace above, each write bounded by
+// helperTimeout, then half-closes.
+func streamTo(c *net.TCPConn, size int) error {
+	buf := seeded(0, streamChunk)
+	for sent := 0; sent < size; {
+		_ = c.SetWriteDeadline(time.Now().Add(helperTimeout))
+		n, err := c.Write(buf[:min(len(buf), size-sent)])
+		sent += n
+		if err != nil {
+			return err
+		}
+		time.Sleep(streamPause)
+	}
+	return c.CloseWrite()
+}
+
+// helperStreamServer streams helperSize bytes (streamTo) to every
+// connection to helperAddr until its stdin is closed or it is killed.
+func helperStreamServer() error {
+	size, err := envInt(helperSize)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", os.Getenv(helperAddr))
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _ = streamTo(c.(*net.TCPConn), size) }()
+		}
+	}()
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return l.Close()
+}
+
 // helperStreamClient reads helperAddr (a streamServer) until EOF, checking
 // that it gets helperSize bytes; a stall of 10 s without a byte ends it
 // with an error that says so. It prints "receiving" once the first bytes
@@ -290,8 +341,9 @@ type helper struct {
 	stderr string   // file holding the helper's stderr
 }
 
-// startHelper starts a sandbox with flags running the helper mode with env.
-func startHelper(t *testing.T, flags []string, mode string, env ...string) *helper {
+// startHelper starts a sandbox with flags running the helper mode with env;
+// the sandbox logs to log (nil discards).
+func startHelper(t *testing.T, log *slog.Logger, flags []string, mode string, env ...string) *helper {
 	t.Helper()
 	requireSluice(t)
 	cfg, err := sandbox.ParseFlags(flags)
@@ -324,6 +376,7 @@ func startHelper(t *testing.T, flags []string, mode string, env ...string) *help
 		Stdout:   outW,
 		Stderr:   errF,
 		InitPath: sluiceBin,
+		Logger:   log,
 	})
 	inR.Close()
 	outW.Close()

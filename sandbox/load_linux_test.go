@@ -49,7 +49,7 @@ func TestLoadUplink(t *testing.T) {
 	serveEcho(listen(t, ns, server))
 
 	u0 := measure()
-	h := startHelper(t, []string{"--uplink-netns", ns}, "echo-client",
+	h := startHelper(t, nil, []string{"--uplink-netns", ns}, "echo-client",
 		helperAddr+"="+server.String(), helperConns+"="+strconv.Itoa(loadConns), helperSize+"="+strconv.Itoa(loadSize))
 	h.expect("ready", time.Minute)
 	u1 := measure()
@@ -86,7 +86,7 @@ func TestLoadPublish(t *testing.T) {
 	const published = "127.0.0.1:17100"
 
 	u0 := measure()
-	h := startHelper(t, []string{"--uplink-netns", ns, "--publish", published + ":7100"}, "echo-server",
+	h := startHelper(t, nil, []string{"--uplink-netns", ns, "--publish", published + ":7100"}, "echo-server",
 		helperAddr+"=:7100")
 	h.expect("ready", time.Minute)
 	u1 := measure()

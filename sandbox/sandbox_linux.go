@@ -60,6 +60,9 @@ type Sandbox struct {
 	// where queries go.
 	names       *nameTable
 	dnsUpstream netip.AddrPort
+	// stopWatch ends watchLink's report on the stack-side link; nil
+	// before the network is up.
+	stopWatch func()
 
 	// undo holds the cleanups of Start, run in reverse by Close.
 	undo      []func()
@@ -378,6 +381,11 @@ func (sb *Sandbox) startNetwork(factory StackFactory) error {
 	if err := st.CreateLinksAndRoutes(); err != nil {
 		return fail("create links and routes", err)
 	}
+	if len(a.FDBasedLinks) > 0 {
+		if sb.stopWatch, err = watchLink(stackNS, a.FDBasedLinks[0].Name, sb.log); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -484,6 +492,10 @@ func (sb *Sandbox) Close() error {
 			}
 		}
 		sb.final = sb.Stats()
+		// Before the stack's teardown, which may take the link down.
+		if sb.stopWatch != nil {
+			sb.stopWatch()
+		}
 		if sb.stack != nil {
 			if err := sb.stack.Close(); err != nil {
 				sb.log.Error("sandbox: close the stack", "stack", sb.stackName, "err", err)

@@ -1,0 +1,357 @@
+package sandbox_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sluicenet/sluice/internal/netns"
+	"github.com/sluicenet/sluice/internal/testenv"
+	"github.com/sluicenet/sluice/sandbox"
+)
+
+// faultSize is the size of a faulted transfer: at streamTo's pace it takes
+// about 10 s, so a fault injected at its first bytes lands mid-transfer.
+const faultSize = 64 << 20
+
+// syncBuffer is a bytes.Buffer for concurrent writers (a logger).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// streamServer streams faultSize bytes to every connection it accepts, in
+// this process.
+type streamServer struct {
+	l     net.Listener
+	wg    sync.WaitGroup
+	ended chan error // one per connection, when its stream ends
+	mu    sync.Mutex
+	conns []net.Conn // guarded by mu
+}
+
+func serveStream(t *testing.T, l net.Listener) *streamServer {
+	s := &streamServer{l: l, ended: make(chan error, 64)}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				err := streamTo(c.(*net.TCPConn), faultSize)
+				c.Close()
+				s.ended <- err
+			}()
+		}
+	}()
+	t.Cleanup(s.close)
+	return s
+}
+
+// close stops the server and ends its streams.
+func (s *streamServer) close() {
+	s.l.Close()
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// streamEnded waits up to d for a stream of s to end and returns how.
+func (s *streamServer) streamEnded(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-s.ended:
+		return err
+	case <-time.After(d):
+		t.Fatalf("the server's stream still runs %v after the fault", d)
+		return nil
+	}
+}
+
+// cpuTime is the CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// netNamespaces returns the network namespaces ("net:[inode]") this
+// process holds by descriptor.
+func netNamespaces() map[string]bool {
+	out := map[string]bool{}
+	fds, _ := filepath.Glob("/proc/self/fd/*")
+	for _, p := range fds {
+		if l, err := os.Readlink(p); err == nil && strings.HasPrefix(l, "net:[") {
+			out[l] = true
+		}
+	}
+	return out
+}
+
+// nsInode returns the inode of "net:[inode]".
+func nsInode(ns string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(ns, "net:["), "]")
+}
+
+// checkNothingLeft waits up to 15 s for every process in pids to be gone and
+// every namespace in held to be held by nobody, then checks that nothing is
+// pinned for those namespaces under /sys/fs/bpf/sluice (XDP attachments are
+// pinned per namespace inode).
+func checkNothingLeft(t *testing.T, pids []int, held map[string]bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var left []string
+		for _, pid := range pids {
+			if pid > 0 {
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+					b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+					left = append(left, fmt.Sprintf("process %d (%s)", pid, bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
+				}
+			}
+		}
+		now := heldNamespaces()
+		for ns := range held {
+			if holders, ok := now[ns]; ok {
+				left = append(left, fmt.Sprintf("namespace %s held by %v", ns, holders))
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("15 s after the sandbox ended, still there: %v", left)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for ns := range held {
+		p := filepath.Join("/sys/fs/bpf/sluice", nsInode(ns))
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("pins remain in %s", p)
+		}
+	}
+}
+
+// faultSandbox starts a stream client in a sandbox (in this process) whose
+// uplink is uplinkNS, reading from server, and returns once the first bytes
+// arrived. It returns the sandbox's own namespaces (stack and command) too.
+func faultSandbox(t *testing.T, log *slog.Logger, uplinkNS string, server netip.AddrPort) (*helper, map[string]bool) {
+	t.Helper()
+	before := netNamespaces()
+	h := startHelper(t, log, []string{"--uplink-netns", uplinkNS}, "stream-client",
+		helperAddr+"="+server.String(), helperSize+"="+strconv.Itoa(faultSize))
+	h.expect("receiving", time.Minute)
+	mine := map[string]bool{}
+	for ns := range netNamespaces() {
+		if !before[ns] {
+			mine[ns] = true
+		}
+	}
+	if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", h.sb.Pid())); err == nil {
+		mine[l] = true
+	}
+	if uplink, err := os.Stat(netns.Path(uplinkNS)); err == nil {
+		delete(mine, fmt.Sprintf("net:[%d]", uplink.Sys().(*syscall.Stat_t).Ino))
+	}
+	if len(mine) != 2 {
+		t.Fatalf("the sandbox holds namespaces %v: want the stack's and the command's", mine)
+	}
+	return h, mine
+}
+
+// endFault waits for the stream client's verdict after a fault, checks that
+// it names the failure (want), that the command's status is sluice's, and
+// that the sandbox leaves nothing behind: no process, namespace, pin,
+// descriptor or goroutine.
+func endFault(t *testing.T, h *helper, held map[string]bool, base usage, want ...string) {
+	t.Helper()
+	verdict := h.expect("error", time.Minute)
+	t.Logf("the command said: %s", verdict)
+	if !containsAny(verdict, want) {
+		t.Errorf("the command's verdict %q names none of %q", verdict, want)
+	}
+	pid := h.sb.Pid()
+	if code := h.finish(); code != 1 {
+		t.Errorf("exit status %d, want the command's 1\nstderr: %s", code, h.errText())
+	}
+	checkNothingLeft(t, []int{pid}, held)
+	u := settle(base, loadSettle)
+	t.Logf("before the sandbox: %v; after Close: %v", base, u)
+	checkBack(t, "after the fault and Close", base, u)
+}
+
+func containsAny(s string, subs []string) bool {
+	for _, w := range subs {
+		if strings.Contains(s, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestFaultServerLinkDeleted deletes the uplink namespace's veth to the
+// server while a download through the uplink flows. The host socket loses
+// its route; the command sees the flow stall and says so, and the sandbox
+// ends cleanly.
+func TestFaultServerLinkDeleted(t *testing.T) {
+	requireSluice(t)
+	v := testenv.NewVeth(t)
+	testenv.IP(t, v.NSA, "addr", "add", "10.98.0.1/24", "dev", v.A)
+	testenv.IP(t, v.NSB, "addr", "add", "10.98.0.2/24", "dev", v.B)
+	server := netip.MustParseAddrPort("10.98.0.2:7200")
+	srv := serveStream(t, listen(t, v.NSB, server))
+
+	base := measure()
+	h, held := faultSandbox(t, nil, v.NSA, server)
+	testenv.IP(t, v.NSA, "link", "del", v.A)
+	endFault(t, h, held, base, "stalled", "reset", "ended early")
+	srv.close()
+}
+
+// TestFaultServerNamespaceDeleted kills the server and deletes its
+// namespace (and with it the veth to the uplink namespace) while a download
+// flows.
+func TestFaultServerNamespaceDeleted(t *testing.T) {
+	requireSluice(t)
+	v := testenv.NewVeth(t)
+	testenv.IP(t, v.NSA, "addr", "add", "10.98.0.1/24", "dev", v.A)
+	testenv.IP(t, v.NSB, "addr", "add", "10.98.0.2/24", "dev", v.B)
+	server := netip.MustParseAddrPort("10.98.0.2:7201")
+	// The server runs as a process of its own in the namespace: sockets
+	// of this process would keep the namespace alive.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := exec.Command("nsenter", "--net="+netns.Path(v.NSB), "--", exe, "-test.run=^$")
+	srv.Env = append(os.Environ(), helperEnv+"=stream-server", helperAddr+"="+server.String(), helperSize+"="+strconv.Itoa(faultSize))
+	srvIn, err := srv.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvOut, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srvIn.Close(); _ = srv.Process.Kill(); _ = srv.Wait() })
+	if line, _ := bufio.NewReader(srvOut).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("the server said %q", line)
+	}
+
+	base := measure()
+	h, held := faultSandbox(t, nil, v.NSA, server)
+	if err := srv.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.Wait()
+	if err := netns.Delete(v.NSB); err != nil {
+		t.Fatal(err)
+	}
+	endFault(t, h, held, base, "stalled", "reset", "ended early")
+	// With the server's namespace gone, so is its veth: the uplink
+	// namespace's end goes with it.
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Contains(testenv.IP(t, v.NSA, "-o", "link"), v.A+"@") {
+		if time.Now().After(deadline) {
+			t.Errorf("%s still in %s 30 s after the server's namespace was deleted", v.A, v.NSA)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestFaultStackLinkDeleted deletes the sandbox's own veth at its stack
+// side while a download flows. sluice says so on its log; the command
+// loses its network (eth0 is the same pair), says so, and the sandbox ends
+// cleanly, without sluice spinning meanwhile.
+func TestFaultStackLinkDeleted(t *testing.T) {
+	requireSluice(t)
+	ns := serverNS(t)
+	server := netip.AddrPortFrom(server4, 7202)
+	srv := serveStream(t, listen(t, ns, server))
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	base := measure()
+	h, held := faultSandbox(t, log, ns, server)
+	// The stack namespace is held by a descriptor of this process.
+	stackNS := ""
+	cmdNS, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", h.sb.Pid()))
+	fds, _ := filepath.Glob("/proc/self/fd/*")
+	for _, p := range fds {
+		if l, err := os.Readlink(p); err == nil && held[l] && l != cmdNS {
+			stackNS = fmt.Sprintf("/proc/%d/fd/%s", os.Getpid(), filepath.Base(p))
+		}
+	}
+	if stackNS == "" {
+		t.Fatal("found no descriptor of the stack namespace")
+	}
+	cpu0, wall0 := cpuTime(), time.Now()
+	testenv.Run(t, "nsenter", "--net="+stackNS, "--", "ip", "link", "del", sandbox.StackLinkName)
+	verdict := h.expect("error", time.Minute)
+	cpu, wall := cpuTime()-cpu0, time.Since(wall0)
+	t.Logf("the command said: %s", verdict)
+	t.Logf("CPU time while the sandbox had no link: %v in %v", cpu.Round(time.Millisecond), wall.Round(time.Millisecond))
+	// A dispatcher that spun on its dead socket would burn a whole CPU
+	// for the whole stall.
+	if cpu > wall/2 {
+		t.Errorf("sluice used %v of CPU in the %v the link was gone: it spins", cpu, wall)
+	}
+	if !containsAny(verdict, []string{"stalled", "unreachable", "reset"}) {
+		t.Errorf("the command's verdict %q does not name the loss", verdict)
+	}
+	pid := h.sb.Pid()
+	if code := h.finish(); code != 1 {
+		t.Errorf("exit status %d, want the command's 1\nstderr: %s", code, h.errText())
+	}
+	if got := logs.String(); !strings.Contains(got, "stack-side link was deleted") || !strings.Contains(got, sandbox.StackLinkName) {
+		t.Errorf("sluice's log does not say the link was deleted:\n%s", got)
+	}
+	t.Logf("sluice's log:\n%s", logs.String())
+	srv.close()
+	checkNothingLeft(t, []int{pid}, held)
+	u := settle(base, loadSettle)
+	t.Logf("before the sandbox: %v; after Close: %v", base, u)
+	checkBack(t, "after the fault and Close", base, u)
+}
