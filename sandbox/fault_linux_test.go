@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -354,4 +355,175 @@ func TestFaultStackLinkDeleted(t *testing.T) {
 	u := settle(base, loadSettle)
 	t.Logf("before the sandbox: %v; after Close: %v", base, u)
 	checkBack(t, "after the fault and Close", base, u)
+}
+
+// runningSluice is the built sluice running a sandbox, with the processes
+// and namespaces it made.
+type runningSluice struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string // the command's stdout, line by line
+	stderr *syncBuffer
+	waited chan struct{} // closed when cmd has been waited for
+	held   map[string]bool
+}
+
+// startSluice runs `sluice run --uplink-netns ns -- argv...` with env added
+// to its environment (which the command inherits).
+func startSluice(t *testing.T, ns string, env []string, argv ...string) *runningSluice {
+	t.Helper()
+	requireSluice(t)
+	r := &runningSluice{lines: make(chan string, 16), stderr: &syncBuffer{}, waited: make(chan struct{})}
+	r.cmd = exec.Command(sluiceBin, append([]string{"run", "--uplink-netns", ns, "--"}, argv...)...)
+	r.cmd.Env = append(os.Environ(), env...)
+	r.cmd.Stderr = r.stderr
+	var err error
+	if r.stdin, err = r.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			r.lines <- sc.Text()
+		}
+		close(r.lines)
+	}()
+	go func() { _ = r.cmd.Wait(); close(r.waited) }()
+	t.Cleanup(func() {
+		_ = r.cmd.Process.Kill()
+		<-r.waited
+	})
+	return r
+}
+
+// expect waits up to d for a line of the command's starting with prefix.
+func (r *runningSluice) expect(t *testing.T, prefix string, d time.Duration) string {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case l, ok := <-r.lines:
+			if !ok {
+				t.Fatalf("the command's output ended before %q\nstderr: %s", prefix, r.stderr)
+			}
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		case <-timeout:
+			t.Fatalf("no %q from the command within %v\nstderr: %s", prefix, d, r.stderr)
+		}
+	}
+}
+
+// wait waits up to d for sluice to exit and returns its exit status.
+func (r *runningSluice) wait(t *testing.T, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-r.waited:
+	case <-time.After(d):
+		t.Fatalf("sluice still runs %v later\nstderr: %s", d, r.stderr)
+	}
+	return r.cmd.ProcessState.ExitCode()
+}
+
+// sandboxNamespaces returns the namespaces sluice (pid) holds besides the
+// test's own and ns (the uplink's): the stack's, plus the command's (cmdPid).
+func sandboxNamespaces(t *testing.T, pid, cmdPid int, ns string) map[string]bool {
+	t.Helper()
+	held := nsOf(pid)
+	if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", cmdPid)); err == nil {
+		held[l] = true
+	}
+	delete(held, hostNS(t))
+	for n := range nsOf(os.Getpid()) {
+		delete(held, n)
+	}
+	if st, err := os.Stat(netns.Path(ns)); err == nil {
+		delete(held, fmt.Sprintf("net:[%d]", st.Sys().(*syscall.Stat_t).Ino))
+	}
+	if len(held) != 2 {
+		t.Fatalf("sluice holds namespaces %v: want the stack's and the command's", held)
+	}
+	return held
+}
+
+// TestFaultSluiceKilled sends SIGKILL to sluice mid-download: the command
+// and the guard go, the guard sweeps the namespace, the flow's host socket
+// closes (the server's stream is cut), and no namespace or pin is left.
+func TestFaultSluiceKilled(t *testing.T) {
+	ns := serverNS(t)
+	server := netip.AddrPortFrom(server4, 7203)
+	srv := serveStream(t, listen(t, ns, server))
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startSluice(t, ns, []string{helperEnv + "=stream-client", helperAddr + "=" + server.String(), helperSize + "=" + strconv.Itoa(faultSize)},
+		exe, "-test.run=^$")
+	r.expect(t, "receiving", time.Minute)
+	pid := r.cmd.Process.Pid
+	command := childOf(t, pid, exe)
+	guard := childOf(t, pid, "sluice\x00"+sandbox.GuardCommand)
+	held := sandboxNamespaces(t, pid, command, ns)
+
+	if err := r.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.wait(t, 30*time.Second); code != -1 {
+		t.Errorf("sluice exit status %d, want death by SIGKILL", code)
+	}
+	// The server's write fails once the kernel closed sluice's socket.
+	err = srv.streamEnded(t, time.Minute)
+	t.Logf("the server's stream ended with: %v", err)
+	if err == nil {
+		t.Error("the server's stream ended without an error: it should have been cut")
+	}
+	checkNothingLeft(t, []int{command, guard}, held)
+}
+
+// TestFaultCommandExitsWithFlowsOpen runs a command that starts a download
+// in the background and exits with status 3 while it flows: sluice exits
+// with 3, the guard ends the background download, its flow closes, and
+// nothing is left.
+func TestFaultCommandExitsWithFlowsOpen(t *testing.T) {
+	ns := serverNS(t)
+	server := netip.AddrPortFrom(server4, 7204)
+	srv := serveStream(t, listen(t, ns, server))
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The download runs in the background (its stdin /dev/null); the
+	// shell exits once the test writes a line to its stdin.
+	r := startSluice(t, ns, []string{helperEnv + "=stream-client", helperAddr + "=" + server.String(), helperSize + "=" + strconv.Itoa(faultSize)},
+		"sh", "-c", `"$0" -test.run='^$' & read x; echo "the command exits, its download still running" >&2; exit 3`, exe)
+	r.expect(t, "receiving", time.Minute)
+	pid := r.cmd.Process.Pid
+	shell := childOf(t, pid, "sh")
+	download := childOf(t, shell, exe)
+	guard := childOf(t, pid, "sluice\x00"+sandbox.GuardCommand)
+	held := sandboxNamespaces(t, pid, shell, ns)
+
+	if _, err := io.WriteString(r.stdin, "exit\n"); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.wait(t, time.Minute); code != 3 {
+		t.Errorf("sluice exit status %d, want the command's 3\nstderr: %s", code, r.stderr)
+	}
+	if !strings.Contains(r.stderr.String(), "the command exits, its download still running") {
+		t.Errorf("stderr %q lacks the command's last word", r.stderr)
+	}
+	err = srv.streamEnded(t, time.Minute)
+	t.Logf("the server's stream ended with: %v", err)
+	if err == nil {
+		t.Error("the server's stream completed: the background download should have been cut")
+	}
+	checkNothingLeft(t, []int{shell, download, guard}, held)
 }
