@@ -29,8 +29,8 @@ func TestRunInProcess(t *testing.T) {
 		{"not implemented", []string{"run", "--xdp=ns", "--", "true"}, 1, "--xdp ns"},
 		{"uplink flag in demo", []string{"demo", "--uplink-netns=x"}, 1, "--uplink-netns"},
 		{"plugin without its network", []string{"run", "--plugin=netstack", "--", "true"}, 1, "--plugin netstack needs --network plugin"},
-		{"plugin network without a plugin", []string{"run", "--network=plugin", "--", "true"}, 1, "--network plugin needs --plugin NAME (registered: netstack"},
-		{"help lists the stacks", []string{"run", "--help"}, 0, "Registered stacks: netstack"},
+		{"plugin network without a plugin", []string{"run", "--network=plugin", "--", "true"}, 1, "--network plugin needs --plugin NAME (registered: bridge, netstack"},
+		{"help lists the stacks", []string{"run", "--help"}, 0, "Registered stacks: bridge, netstack"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
