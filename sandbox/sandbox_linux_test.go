@@ -510,6 +510,8 @@ func TestFailsBeforeTheCommandStarts(t *testing.T) {
 		{"pcap in a missing directory", []string{"--pcap-log=/nonexistent/dir/x.pcap"}, []string{"--pcap-log", "no such file or directory"}},
 		{"xdp not implemented", []string{"--xdp=ns"}, []string{"--xdp ns", "not implemented yet"}},
 		{"missing uplink namespace", []string{"--uplink-netns=/nonexistent/ns"}, []string{"--uplink-netns /nonexistent/ns"}},
+		{"unknown plugin", []string{"--network=plugin", "--plugin=no-such-stack"}, []string{"--plugin no-such-stack", "no such stack", "registered: netstack"}},
+		{"plugin network without a plugin", []string{"--network=plugin"}, []string{"--network plugin needs --plugin NAME"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			marker := filepath.Join(t.TempDir(), "ran")

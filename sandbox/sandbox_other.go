@@ -62,6 +62,12 @@ func (*Sandbox) DNSStats() *DNSStats { return nil }
 // PolicyStats returns nil: there is no policy off Linux.
 func (*Sandbox) PolicyStats() []PolicyStats { return nil }
 
+// StackName returns nothing: there is no stack off Linux.
+func (*Sandbox) StackName() string { return "" }
+
+// StackServiceStats returns nil: there is no stack off Linux.
+func (*Sandbox) StackServiceStats() map[string]uint64 { return nil }
+
 // Close does nothing.
 func (*Sandbox) Close() error { return nil }
 

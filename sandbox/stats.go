@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -33,6 +34,12 @@ type Report struct {
 	Policy []PolicyStats `json:"policy,omitempty"`
 	// DNS are the DNS service's counters; absent without --dns.
 	DNS *DNSStats `json:"dns,omitempty"`
+	// Stack is the registered name of the stack behind eth0 (netstack
+	// with --network sandbox); absent with --network host or none.
+	Stack string `json:"stack,omitempty"`
+	// StackServices are the stack's own service counters; absent when it
+	// has none.
+	StackServices map[string]uint64 `json:"stack_services,omitempty"`
 	// ExitStatus is the command's exit status as sluice reports it.
 	ExitStatus int `json:"exit_status"`
 }
@@ -70,6 +77,22 @@ func WritePolicyStatsText(w io.Writer, stats []PolicyStats) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t\n", s.Rule, s.Verdict, s.Flows)
 	}
 	return tw.Flush()
+}
+
+// WriteServiceStatsText prints a stack's service counters, one a line, in
+// name order.
+func WriteServiceStatsText(w io.Writer, stack string, stats map[string]uint64) error {
+	names := make([]string, 0, len(stats))
+	for n := range stats {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if _, err := fmt.Fprintf(w, "%s: %s %d\n", stack, n, stats[n]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WriteReportFile writes r as JSON to path, through a temporary file in the

@@ -138,6 +138,7 @@ wait:
 	sb.Close()
 	pstats := sb.PolicyStats()
 	dstats := sb.DNSStats()
+	sstats := sb.StackServiceStats()
 	if werr != nil {
 		return werr
 	}
@@ -150,13 +151,16 @@ wait:
 		if err := sandbox.WritePolicyStatsText(o.stderr, pstats); err != nil {
 			return err
 		}
+		if err := sandbox.WriteServiceStatsText(o.stderr, sb.StackName(), sstats); err != nil {
+			return err
+		}
 		if dstats != nil {
 			fmt.Fprintf(o.stderr, "dns: %d UDP and %d TCP queries, %d answers (%d truncated, %d malformed), %d address bindings\n",
 				dstats.QueriesUDP, dstats.QueriesTCP, dstats.Answers, dstats.Truncated, dstats.Malformed, dstats.Addresses)
 		}
 	}
 	if o.cfg.StatsFile != "" {
-		if err := sandbox.WriteReportFile(o.cfg.StatsFile, sandbox.Report{Interfaces: stats, Policy: pstats, DNS: dstats, ExitStatus: code}); err != nil {
+		if err := sandbox.WriteReportFile(o.cfg.StatsFile, sandbox.Report{Interfaces: stats, Policy: pstats, DNS: dstats, Stack: sb.StackName(), StackServices: sstats, ExitStatus: code}); err != nil {
 			return err
 		}
 	}
