@@ -119,6 +119,14 @@ type Config struct {
 	// path) in which the host sockets of the uplink are opened; empty means
 	// sluice's own.
 	UplinkNetNS string `flag:"uplink-netns"`
+	// UplinkAddr are the netstack's addresses (CIDR, at most one per
+	// family) on the host NIC of --xdp redirect:IFACE or tunnel:IFACE;
+	// empty takes over the NIC's own.
+	UplinkAddr []string `flag:"uplink-addr"`
+	// UplinkGateway are the next hops (at most one per family) of the
+	// netstack's default routes on that NIC; empty takes the uplink
+	// namespace's default gateways through it.
+	UplinkGateway []string `flag:"uplink-gateway"`
 	// Allow and Deny are the egress policy's rules (see Policy and
 	// ParseRule); `--deny all` makes the policy default-deny.
 	Allow []string `flag:"allow"`
@@ -185,7 +193,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.BufferPooling, "buffer-pooling", c.BufferPooling, "read frames into pooled buffers (the netstack's; =false is not implemented yet and fails at run)")
 	fs.StringVar(&c.PCAPLog, "pcap-log", c.PCAPLog, "write every frame of the sandbox's eth0, both directions, to this pcap file (Ethernet link type; tcpdump -r reads it)")
 	fs.BoolVar(&c.LogPackets, "log-packets", c.LogPackets, "log one decoded line per frame of the sandbox's eth0 to stderr")
-	fs.Var(&c.XDP, "xdp", "XDP mode: off, ns, redirect:IFACE or tunnel:IFACE (not implemented yet: anything but off fails at run)")
+	fs.Var(&c.XDP, "xdp", "XDP mode: off; ns (AF_XDP instead of packet sockets on the stack's veth, MTU at most 3506); redirect:IFACE or tunnel:IFACE (the netstack gets its own NIC on IFACE of the uplink namespace through AF_XDP and re-originates the sandbox's flows over it)")
 	fs.BoolVar(&c.XDPNeedWakeup, "xdp-need-wakeup", c.XDPNeedWakeup, "bind AF_XDP sockets with XDP_USE_NEED_WAKEUP")
 	fs.Var(prefixValue{&c.Subnet, 4}, "subnet", "IPv4 subnet of the sandbox (gateway .2, sandbox .100), or none")
 	fs.Var(prefixValue{&c.Subnet6, 6}, "subnet6", "IPv6 subnet of the sandbox (gateway ::2, sandbox ::100), or none")
@@ -201,6 +209,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DNSUpstream, "dns-upstream", c.DNSUpstream, "resolver the sandbox's DNS forwards to, ADDR[:PORT] (implies --dns)")
 	fs.Var(ruleList{&c.Publish}, "publish", "forward a host port into the sandbox: [HOSTADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp], listening in the uplink namespace (repeatable)")
 	fs.StringVar(&c.UplinkNetNS, "uplink-netns", c.UplinkNetNS, "open the uplink's host sockets in this network namespace (name or path) instead of sluice's own")
+	fs.Var(ruleList{&c.UplinkAddr}, "uplink-addr", "with --xdp redirect:IFACE or tunnel:IFACE, the netstack's address on IFACE, CIDR (repeatable, one per family); default: take over IFACE's addresses")
+	fs.Var(ruleList{&c.UplinkGateway}, "uplink-gateway", "with --xdp redirect:IFACE or tunnel:IFACE, the next hop of the netstack's default route on IFACE (repeatable, one per family); default: the uplink namespace's default gateways through IFACE")
 }
 
 // profiles are the bundles of `--profile`, as flag name -> value. They are
@@ -407,6 +417,7 @@ func (c Config) Validate() error {
 			bad("--dns-upstream %w", err)
 		}
 	}
+	errs = append(errs, c.validateXDPFlags()...)
 	return errors.Join(errs...)
 }
 
@@ -430,8 +441,8 @@ func (c Config) DNSOn() bool { return c.DNS || c.DNSUpstream != "" }
 // anything.
 func (c Config) CheckImplemented() error {
 	var errs []error
-	if c.XDP.Mode != XDPOff {
-		errs = append(errs, fmt.Errorf("--xdp %v: XDP links are %w (they come with the AF_XDP endpoint); use --xdp off", c.XDP, ErrNotImplemented))
+	if c.XDP.Mode == XDPRedirect || c.XDP.Mode == XDPTunnel {
+		errs = append(errs, fmt.Errorf("--xdp %v: re-originating the sandbox's flows over an XDP NIC is %w; use --xdp ns or off", c.XDP, ErrNotImplemented))
 	}
 	for _, set := range []struct {
 		allow bool
@@ -524,7 +535,12 @@ func (c Config) EffectiveMTU() int {
 }
 
 // autoMTU is the MTU chosen when --mtu is 0. It is a function of the
-// Config because not every link takes a large MTU: AF_XDP on a veth is
-// limited to 1500 (../shared/FIELD-NOTES.md), which --xdp will have to pick
-// here.
-func autoMTU(Config) int { return DefaultMTU }
+// Config because not every link takes a large MTU: with --xdp ns the veth
+// carries an XDP program, which the kernel allows up to XDPVethMaxMTU, the
+// largest that works and so the fastest (fewer, larger segments).
+func autoMTU(c Config) int {
+	if c.XDP.Mode == XDPNS {
+		return XDPVethMaxMTU
+	}
+	return DefaultMTU
+}

@@ -51,6 +51,8 @@ func everyFlagSet() Config {
 		DNS:                         true,
 		DNSUpstream:                 "192.0.2.53:5353",
 		Publish:                     []string{"8080:80", "127.0.0.1:5353:53/udp"},
+		UplinkAddr:                  []string{"192.0.2.7/24", "2001:db8::7/64"},
+		UplinkGateway:               []string{"192.0.2.1"},
 	}
 }
 
@@ -268,7 +270,6 @@ func TestCheckImplemented(t *testing.T) {
 		set  func(*Config)
 		flag string
 	}{
-		{"xdp", func(c *Config) { c.XDP = XDPConfig{Mode: XDPNS} }, "--xdp ns"},
 		{"buffer pooling off", func(c *Config) { c.BufferPooling = false }, "--buffer-pooling=false"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -100,7 +100,7 @@ func nlHandle(fd int) (*netlink.Handle, error) {
 // createVeth creates the veth pair: link.Name in the stack namespace
 // (stackNS) and sb.Name directly in the child's (childNS), so the child's
 // name never exists anywhere else. Neither end is up yet.
-func createVeth(stackNS, childNS int, link FDBasedLink, sb SandboxLink) error {
+func createVeth(stackNS, childNS int, link StackLink, sb SandboxLink) error {
 	h, err := nlHandle(stackNS)
 	if err != nil {
 		return err
@@ -116,6 +116,13 @@ func createVeth(stackNS, childNS int, link FDBasedLink, sb SandboxLink) error {
 		PeerMTU:       uint32(sb.MTU),
 		PeerTxQLen:    -1,
 	}
+	if link.Queues > 1 {
+		// One AF_XDP socket per queue (--xdp ns): the sandbox's
+		// kernel spreads its flows over eth0's tx queues, each of
+		// which feeds the same rx queue of the stack's end.
+		veth.NumTxQueues, veth.NumRxQueues = link.Queues, link.Queues
+		veth.PeerNumTxQueues, veth.PeerNumRxQueues = uint32(link.Queues), uint32(link.Queues)
+	}
 	if err := h.LinkAdd(veth); err != nil {
 		return fmt.Errorf("create veth %s/%s: %w", link.Name, sb.Name, err)
 	}
@@ -126,7 +133,7 @@ func createVeth(stackNS, childNS int, link FDBasedLink, sb SandboxLink) error {
 // it: the stack namespace's own kernel must stay silent there (no
 // link-local address, DAD, router solicitations or MLD reports), since the
 // device only carries the netstack's frames.
-func configureStackSide(stackNS int, link FDBasedLink) error {
+func configureStackSide(stackNS int, link StackLink) error {
 	err := netns.DoFD(stackNS, func() error {
 		// /proc/sys/net follows the network namespace of the thread
 		// that opens it.

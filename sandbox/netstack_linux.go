@@ -35,8 +35,8 @@ type netstack struct {
 // eth0's MAC address, which the netstack takes as a static neighbour.
 func (n *netstack) PreInit(env *StackEnv) (string, []int, error) {
 	n.env = env
-	if k := len(env.Args.FDBasedLinks); k != 1 {
-		return "", nil, fmt.Errorf("the plan has %d fd-based links; the netstack wires exactly one", k)
+	if _, ok := env.Args.StackLink(); !ok {
+		return "", nil, fmt.Errorf("the plan has %d fd-based and %d XDP links and no stack-side veth; the netstack wires exactly one", len(env.Args.FDBasedLinks), len(env.Args.XDPLinks))
 	}
 	mac, err := env.SetUpSandboxLink()
 	if err != nil {
@@ -60,9 +60,9 @@ func (n *netstack) Init(initStr string, fds []int) error {
 	// The netstack knows the sandbox's address from the start; the
 	// sandbox still resolves the gateway with ARP and NDP.
 	a := n.env.Args
-	link := &a.FDBasedLinks[0]
+	link, _ := a.StackLink()
 	for _, p := range a.Sandbox.Addresses {
-		link.Neighbors = append(link.Neighbors, Neighbor{Addr: p.Addr(), LinkAddress: mac})
+		*link.Neighbors = append(*link.Neighbors, Neighbor{Addr: p.Addr(), LinkAddress: mac})
 	}
 	n.s, err = NewStack()
 	return err
@@ -75,12 +75,13 @@ func (n *netstack) CreateLinksAndRoutes() error {
 		return errors.New("the netstack was not initialised")
 	}
 	env, a := n.env, n.env.Args
-	links, err := CreateLinksAndRoutes(n.s, a, n.packetOpener())
+	links, err := CreateLinksAndRoutes(n.s, a, n.packetOpener(), n.xdpOpener())
 	if err != nil {
 		return err
 	}
 	n.links = links
-	n.uplink = newUplink(n.s, links.NIC(a.FDBasedLinks[0].Name), *a, env.UplinkNS, env.policy, env.Logger)
+	sl, _ := a.StackLink()
+	n.uplink = newUplink(n.s, links.NIC(sl.Name), *a, env.UplinkNS, env.policy, env.Logger)
 	if env.DNS.IsValid() {
 		n.uplink.dns, n.uplink.names = env.DNS, env.names
 	}

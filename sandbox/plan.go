@@ -96,13 +96,50 @@ type FDBasedLink struct {
 	Spoofing    bool
 }
 
-// XDPLink is a NIC of the netstack over an AF_XDP endpoint. None is created
-// until the xdp package lands; the type fixes the shape of the plan.
+// XDPLink is a NIC of the netstack over sluice's AF_XDP endpoint (package
+// xdp), in one of the reference's XDP modes:
+//   - ns: the stack-side veth (Interface, in the stack namespace) is read
+//     with AF_XDP instead of packet sockets; the link then stands where the
+//     FDBasedLink would, with the same addresses, routes and neighbours;
+//   - redirect and tunnel: a second NIC, on the host NIC Interface of the
+//     uplink namespace, owning Addresses there; the uplink re-originates the
+//     sandbox's flows from the netstack over it.
 type XDPLink struct {
-	Name       string
-	Mode       XDPMode
-	Interface  string
+	Name string
+	Mode XDPMode
+	// Interface is the device the AF_XDP sockets read (ns: the stack-side
+	// veth; redirect: the host NIC; tunnel: the host NIC, through a veth of
+	// the mode's own).
+	Interface string
+	// NetNS is Interface's namespace for redirect and tunnel (the uplink
+	// namespace; "" is sluice's own).
+	NetNS string
+	// MTU is the link's MTU; 0 takes the device's.
+	MTU       int
+	Addresses []netip.Prefix
+	// AddressSource says where Addresses came from, for the log: the
+	// flag, or the NIC they were taken over from.
+	AddressSource string
+	Routes        []Route
+	Neighbors     []Neighbor
+	// LinkAddress is the netstack's MAC; empty takes the device's.
+	LinkAddress net.HardwareAddr
+	// NumQueues is, in ns mode, the veth's queue count: one AF_XDP socket
+	// per queue. Redirect and tunnel read every queue of the NIC.
+	NumQueues int
+	// FrameSize is the UMEM chunk size: a received frame must fit in it
+	// after the kernel's 256 bytes of headroom.
+	FrameSize  uint32
 	NeedWakeup bool
+	// GSOMaxSize is 0 without GSO; otherwise the stack hands the endpoint
+	// large TCP segments, which it cuts into frames (AF_XDP has no kernel
+	// segmentation).
+	GSOMaxSize        uint32
+	GRO               bool
+	TXChecksumOffload bool
+	RXChecksumOffload bool
+	Promiscuous       bool
+	Spoofing          bool
 }
 
 // NATRule rewrites a destination of the sandbox's flows before the uplink
@@ -171,6 +208,9 @@ type HostFacts struct {
 	MissingCaps []string
 	// PacketRing reports whether AF_PACKET sockets take a PACKET_RX_RING.
 	PacketRing bool
+	// XDPNIC describes the host NIC of --xdp redirect:IFACE and
+	// tunnel:IFACE; nil otherwise.
+	XDPNIC *NICFacts
 }
 
 // FactSource reads host facts; tests substitute fakes.
@@ -219,6 +259,9 @@ func GatherFacts(src FactSource, c Config) (HostFacts, error) {
 	if c.Dispatch == dataplane.PacketMMap {
 		f.PacketRing = src.PacketRing()
 	}
+	if err := gatherXDPFacts(src, c, &f); err != nil {
+		return f, err
+	}
 	return f, nil
 }
 
@@ -232,6 +275,9 @@ func Plan(c Config, f HostFacts) (Args, error) {
 	if len(f.MissingCaps) > 0 {
 		return Args{}, fmt.Errorf("--network %v needs %s, which sluice lacks: run it as root, or use --network host, which needs none",
 			c.Network, strings.Join(f.MissingCaps, ", "))
+	}
+	if err := c.checkXDP(f); err != nil {
+		return Args{}, err
 	}
 	a := Args{Network: c.Network, PCAPLog: c.PCAPLog, LogPackets: c.LogPackets}
 	switch c.Network {
@@ -265,7 +311,7 @@ func Plan(c Config, f HostFacts) (Args, error) {
 				s.flag, s.p, r.Dst, r.Dev, where, s.flag))
 		}
 	}
-	if c.Dispatch == dataplane.PacketMMap && !f.PacketRing {
+	if c.Dispatch == dataplane.PacketMMap && !f.PacketRing && c.XDP.Mode != XDPNS {
 		errs = append(errs, errors.New("--dispatch mmap: this kernel's packet sockets refuse PACKET_RX_RING; use --dispatch recvmmsg"))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -324,5 +370,8 @@ func Plan(c Config, f HostFacts) (Args, error) {
 	a.FDBasedLinks = []FDBasedLink{link}
 	a.Sandbox = sb
 	a.Uplink.NetNS = c.UplinkNetNS
+	if err := planXDP(c, f, &a); err != nil {
+		return Args{}, err
+	}
 	return a, nil
 }

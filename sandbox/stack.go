@@ -17,6 +17,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/sluicenet/sluice/dataplane"
+	"github.com/sluicenet/sluice/xdp"
 )
 
 // TCP buffer sizes of the netstack, in bytes. The receive side starts at
@@ -80,6 +81,11 @@ type OpenedLink struct {
 	// Offloads reports which offloads the endpoint runs and why; nil when
 	// unknown.
 	Offloads func() *dataplane.OffloadReport
+	// ModeNames, when set, replaces Modes: how each channel or queue
+	// reads (for AF_XDP, "xdp" and the bind mode).
+	ModeNames func() []string
+	// XDP reports an AF_XDP endpoint's own counters; nil for others.
+	XDP func() *xdp.XDPStats
 	// Stop stops the endpoint's goroutines and waits for them; nil means
 	// Endpoint.Close and Endpoint.Wait.
 	Stop func()
@@ -93,6 +99,9 @@ type OpenedLink struct {
 // endpoint; tests can hand out in-memory endpoints.
 type EndpointOpener func(FDBasedLink) (OpenedLink, error)
 
+// XDPOpener opens the AF_XDP endpoint of one XDP link (package xdp's modes).
+type XDPOpener func(XDPLink) (OpenedLink, error)
+
 // LinkInfo names a NIC of the stack and its counters.
 type LinkInfo struct {
 	Name  string
@@ -104,16 +113,23 @@ type LinkInfo struct {
 type Links struct {
 	// FDBased are the fd-based links, in Args order.
 	FDBased []LinkInfo
-	nics    map[string]tcpip.NICID
+	// XDP are the AF_XDP links, in Args order.
+	XDP  []LinkInfo
+	nics map[string]tcpip.NICID
 }
 
 // NIC returns the NIC ID of the link called name, or 0.
 func (l *Links) NIC(name string) tcpip.NICID { return l.nics[name] }
 
-// Stats returns the counters of every fd-based link.
+// all returns every link with an endpoint of its own: fd-based, then XDP.
+func (l *Links) all() []LinkInfo {
+	return append(l.FDBased[:len(l.FDBased):len(l.FDBased)], l.XDP...)
+}
+
+// Stats returns the counters of every fd-based and XDP link.
 func (l *Links) Stats() []LinkStats {
 	var out []LinkStats
-	for _, li := range l.FDBased {
+	for _, li := range l.all() {
 		ls := LinkStats{Name: li.Name}
 		if li.link.Stats != nil {
 			ls.Stats = li.link.Stats()
@@ -123,8 +139,14 @@ func (l *Links) Stats() []LinkStats {
 				ls.Modes = append(ls.Modes, m.String())
 			}
 		}
+		if li.link.ModeNames != nil {
+			ls.Modes = li.link.ModeNames()
+		}
 		if li.link.Offloads != nil {
 			ls.Offloads = li.link.Offloads()
+		}
+		if li.link.XDP != nil {
+			ls.XDP = li.link.XDP()
 		}
 		out = append(out, ls)
 	}
@@ -138,7 +160,7 @@ func (l *Links) Stats() []LinkStats {
 // lookup), so waiting there can deadlock. Stopped first, the endpoints have
 // nothing left to wait for.
 func (l *Links) Stop() {
-	for _, li := range l.FDBased {
+	for _, li := range l.all() {
 		if li.link.Stop != nil {
 			li.link.Stop()
 			continue
@@ -151,7 +173,7 @@ func (l *Links) Stop() {
 // Release frees every link's descriptors. Call it after the stack has been
 // closed and waited for, which detaches and stops the endpoints.
 func (l *Links) Release() {
-	for _, li := range l.FDBased {
+	for _, li := range l.all() {
 		if li.link.Release != nil {
 			li.link.Release()
 		}
@@ -159,12 +181,12 @@ func (l *Links) Release() {
 }
 
 // CreateLinksAndRoutes creates the NICs of args in s, with their addresses,
-// routes and neighbours, over endpoints from open. On failure it stops and
-// releases every endpoint it opened; NICs already created stay in s, which
-// the caller closes.
-func CreateLinksAndRoutes(s *stack.Stack, args *Args, open EndpointOpener) (_ *Links, err error) {
-	if len(args.XDPLinks) > 0 {
-		return nil, fmt.Errorf("sandbox: XDP links are %w", ErrNotImplemented)
+// routes and neighbours, over endpoints from open (fd-based links) and
+// openXDP (XDP links). On failure it stops and releases every endpoint it
+// opened; NICs already created stay in s, which the caller closes.
+func CreateLinksAndRoutes(s *stack.Stack, args *Args, open EndpointOpener, openXDP XDPOpener) (_ *Links, err error) {
+	if len(args.XDPLinks) > 0 && openXDP == nil {
+		return nil, errors.New("sandbox: the plan has XDP links and nothing opens them")
 	}
 	links := &Links{nics: map[string]tcpip.NICID{}}
 	defer func() {
@@ -202,29 +224,23 @@ func CreateLinksAndRoutes(s *stack.Stack, args *Args, open EndpointOpener) (_ *L
 		// opener sets it up (fdbased's FIFO pushes back on the stack
 		// instead of tail-dropping as gVisor's does,
 		// ../shared/FIELD-NOTES.md).
-		opts := stack.NICOptions{Name: l.Name}
-		if err := createNIC(s, nicID, l.Name, ol.Endpoint, opts, l.Addresses); err != nil {
+		rs, err := setUpNIC(s, nicID, ol.Endpoint, nicSetup{l.Name, l.Addresses, l.Routes, l.Neighbors, l.Promiscuous, l.Spoofing})
+		if err != nil {
 			return nil, err
 		}
-		if l.Promiscuous {
-			if tcpipErr := s.SetPromiscuousMode(nicID, true); tcpipErr != nil {
-				return nil, fmt.Errorf("sandbox: link %s: promiscuous mode: %s", l.Name, tcpipErr)
-			}
-		}
-		if l.Spoofing {
-			if tcpipErr := s.SetSpoofing(nicID, true); tcpipErr != nil {
-				return nil, fmt.Errorf("sandbox: link %s: spoofing: %s", l.Name, tcpipErr)
-			}
-		}
-		for _, n := range l.Neighbors {
-			proto := protoOf(n.Addr)
-			if tcpipErr := s.AddStaticNeighbor(nicID, proto, tcpip.AddrFromSlice(n.Addr.AsSlice()), tcpip.LinkAddress(n.LinkAddress)); tcpipErr != nil {
-				return nil, fmt.Errorf("sandbox: link %s: neighbour %v: %s", l.Name, n.Addr, tcpipErr)
-			}
-		}
-		rs, err := toRoutes(nicID, l.Routes)
+		routes = append(routes, rs...)
+	}
+	for _, l := range args.XDPLinks {
+		nicID++
+		links.nics[l.Name] = nicID
+		ol, err := openXDP(l)
 		if err != nil {
-			return nil, fmt.Errorf("sandbox: link %s: %w", l.Name, err)
+			return nil, fmt.Errorf("sandbox: open XDP link %s (--xdp %v): %w", l.Name, XDPConfig{Mode: l.Mode, Interface: ifaceOf(l)}, err)
+		}
+		links.XDP = append(links.XDP, LinkInfo{Name: l.Name, NICID: nicID, link: ol})
+		rs, err := setUpNIC(s, nicID, ol.Endpoint, nicSetup{l.Name, l.Addresses, l.Routes, l.Neighbors, l.Promiscuous, l.Spoofing})
+		if err != nil {
+			return nil, err
 		}
 		routes = append(routes, rs...)
 	}
@@ -245,6 +261,51 @@ func CreateLinksAndRoutes(s *stack.Stack, args *Args, open EndpointOpener) (_ *L
 	}
 	s.SetRouteTable(routes)
 	return links, nil
+}
+
+// ifaceOf is the interface an XDP link's flag names: none in ns mode.
+func ifaceOf(l XDPLink) string {
+	if l.Mode == XDPNS {
+		return ""
+	}
+	return l.Interface
+}
+
+// nicSetup is what a NIC over a link endpoint gets besides the endpoint.
+type nicSetup struct {
+	name                  string
+	addrs                 []netip.Prefix
+	routes                []Route
+	neighbors             []Neighbor
+	promiscuous, spoofing bool
+}
+
+// setUpNIC creates NIC id over ep with n's addresses, modes and static
+// neighbours, and returns its routes.
+func setUpNIC(s *stack.Stack, id tcpip.NICID, ep stack.LinkEndpoint, n nicSetup) ([]tcpip.Route, error) {
+	if err := createNIC(s, id, n.name, ep, stack.NICOptions{Name: n.name}, n.addrs); err != nil {
+		return nil, err
+	}
+	if n.promiscuous {
+		if tcpipErr := s.SetPromiscuousMode(id, true); tcpipErr != nil {
+			return nil, fmt.Errorf("sandbox: link %s: promiscuous mode: %s", n.name, tcpipErr)
+		}
+	}
+	if n.spoofing {
+		if tcpipErr := s.SetSpoofing(id, true); tcpipErr != nil {
+			return nil, fmt.Errorf("sandbox: link %s: spoofing: %s", n.name, tcpipErr)
+		}
+	}
+	for _, nb := range n.neighbors {
+		if tcpipErr := s.AddStaticNeighbor(id, protoOf(nb.Addr), tcpip.AddrFromSlice(nb.Addr.AsSlice()), tcpip.LinkAddress(nb.LinkAddress)); tcpipErr != nil {
+			return nil, fmt.Errorf("sandbox: link %s: neighbour %v: %s", n.name, nb.Addr, tcpipErr)
+		}
+	}
+	rs, err := toRoutes(id, n.routes)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: link %s: %w", n.name, err)
+	}
+	return rs, nil
 }
 
 func createNIC(s *stack.Stack, id tcpip.NICID, name string, ep stack.LinkEndpoint, opts stack.NICOptions, addrs []netip.Prefix) error {

@@ -7,17 +7,18 @@ import (
 )
 
 // SetUpSandboxLink creates the sandbox's link as the plan says: a veth from
-// the stack namespace (Args.FDBasedLinks[0].Name, up, with the stack
+// the stack namespace (Args.StackLink, up, with the stack
 // namespace's own IPv6 off on it) to the command's namespace
 // (Args.Sandbox.Name, with its addresses, up, and default routes through the
 // gateways). It returns eth0's MAC address. A stack's PreInit calls it
 // unless it builds the link another way.
 func (e *StackEnv) SetUpSandboxLink() (net.HardwareAddr, error) {
 	a := e.Args
-	if len(a.FDBasedLinks) == 0 {
+	// The fd-based link, or with --xdp ns the XDP link on the same veth.
+	link, ok := a.StackLink()
+	if !ok {
 		return nil, errors.New("the plan has no stack-side link")
 	}
-	link := a.FDBasedLinks[0]
 	if err := createVeth(e.StackNS, e.CommandNS, link, a.Sandbox); err != nil {
 		return nil, err
 	}

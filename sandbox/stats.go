@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/sluicenet/sluice/dataplane"
+	"github.com/sluicenet/sluice/xdp"
 )
 
 // LinkStats are one link's counters at the end of a run: the fields of the
@@ -25,6 +26,9 @@ type LinkStats struct {
 	// Offloads says which offloads the link ran, and why any requested
 	// one did not.
 	Offloads *dataplane.OffloadReport `json:"offloads,omitempty"`
+	// XDP are an AF_XDP link's own counters: bind mode (copy or
+	// zerocopy), queues, kicks and the kernel's ring statistics.
+	XDP *xdp.XDPStats `json:"xdp,omitempty"`
 }
 
 // Report is the JSON document of --stats-file.
@@ -59,6 +63,13 @@ func WriteStatsText(w io.Writer, stats []LinkStats) error {
 	for _, s := range stats {
 		if s.Offloads != nil {
 			if _, err := fmt.Fprintf(w, "%s offloads: %s\n", s.Name, s.Offloads); err != nil {
+				return err
+			}
+		}
+		if x := s.XDP; x != nil {
+			k := x.Kernel
+			if _, err := fmt.Fprintf(w, "%s AF_XDP: %d queues in %s mode, %d kicks (%d failed); kernel: rx_dropped=%d rx_ring_full=%d rx_fill_ring_empty=%d rx_invalid=%d tx_invalid=%d\n",
+				s.Name, x.Queues, x.Mode, x.Kicks, x.KickErrors, k.RxDropped, k.RxRingFull, k.RxFillRingEmpty, k.RxInvalidDescs, k.TxInvalidDescs); err != nil {
 				return err
 			}
 		}

@@ -62,7 +62,7 @@ func newGatewayPair(t *testing.T, flags ...string) *gatewayPair {
 	}
 	p.links, err = CreateLinksAndRoutes(p.gateway, &p.args, func(l FDBasedLink) (OpenedLink, error) {
 		return OpenedLink{Endpoint: ethernet.New(b)}, nil
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

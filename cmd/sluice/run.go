@@ -61,8 +61,14 @@ behind eth0; --network plugin --plugin NAME puts another registered stack
 there instead, handed --plugin-config STRING as it is.
 Registered stacks: %s.
 
+AF_XDP: --xdp ns reads the stack's end of the veth with AF_XDP sockets (one
+per --num-network-channels queue, copy mode on a veth) instead of packet
+sockets; the veth then carries an XDP program, which the kernel allows up to
+MTU 3506, the automatic --mtu in that mode. --stats says which mode each
+queue ran and the kernel's AF_XDP counters.
+
 Accepted and validated but not implemented yet (they fail before the command
-starts): --xdp other than off, --buffer-pooling=false.
+starts): --xdp redirect:IFACE and tunnel:IFACE, --buffer-pooling=false.
 
 Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW), except --network host.`, strings.Join(sandbox.Stacks(), ", ")),
 		Example: `  sluice run -- curl -sS http://example.com/
