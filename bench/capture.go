@@ -127,3 +127,74 @@ func ParseCaptureCPUs(list []string) ([]string, error) {
 
 // captureConfig is the Row.Config of a capture measurement.
 func captureConfig(via, cpu string) string { return "via=" + via + ",cpu=" + cpu }
+
+// captureRun is one measurement.
+type captureRun struct {
+	impl, via, cpu string
+	window         time.Duration
+}
+
+// captureResult is what one measurement found.
+type captureResult struct {
+	sent, captured, senderSent uint64
+	cpu                        time.Duration // user+sys while capturing
+	cpuTotal                   time.Duration // user+sys, start-up included
+	tail                       string        // the capturer's last output lines
+	// otherLoad is the CPU the rest of the machine used while the sender
+	// sent, in CPUs (0 to NumCPU): busy time from /proc/stat less this
+	// process's (sender, kernel receive work) and the capturer's.
+	otherLoad float64
+}
+
+// captureReport turns the rounds of each measurement into rows: the median
+// of each metric over the rounds that succeeded.
+func captureReport(runs []captureRun, results [][]captureResult) *Report {
+	rep := &Report{}
+	for i, m := range runs {
+		rs := results[i]
+		if len(rs) == 0 {
+			continue
+		}
+		med := func(f func(captureResult) float64) float64 {
+			v := make([]float64, len(rs))
+			for k, r := range rs {
+				v[k] = f(r)
+			}
+			return Median(v)
+		}
+		cfg := captureConfig(m.via, m.cpu)
+		row := func(metric string, v float64, unit string) Row {
+			return Row{Scenario: "capture", Impl: m.impl, Config: cfg, Metric: metric, Value: v, Unit: unit}
+		}
+		rep.Add(
+			row(MetricSentFrames, med(func(r captureResult) float64 { return float64(r.sent) }), UnitFrames),
+			row(MetricCapturedFrames, med(func(r captureResult) float64 { return float64(r.captured) }), UnitFrames),
+			row(MetricDroppedFrames, med(func(r captureResult) float64 { return float64(r.dropped()) }), UnitFrames),
+		)
+		var withFrames []captureResult
+		for _, r := range rs {
+			if r.captured > 0 {
+				withFrames = append(withFrames, r)
+			}
+		}
+		if len(withFrames) > 0 {
+			rs = withFrames
+			rep.Add(row(MetricCPUPerFrame, med(captureResult.cpuPerFrame), UnitMicros))
+		}
+	}
+	return rep
+}
+
+func (r captureResult) dropped() uint64 {
+	if r.captured >= r.sent {
+		return 0
+	}
+	return r.sent - r.captured
+}
+
+func (r captureResult) cpuPerFrame() float64 {
+	if r.captured == 0 {
+		return 0
+	}
+	return float64(r.cpu.Microseconds()) / float64(r.captured)
+}

@@ -10,7 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,24 +49,6 @@ const (
 // right after the taps, at the least cost.
 var captureDstMAC = net.HardwareAddr{0x02, 0x53, 0x4c, 0x00, 0x00, 0x0c}
 
-// captureRun is one measurement.
-type captureRun struct {
-	impl, via, cpu string
-	window         time.Duration
-}
-
-// captureResult is what one measurement found.
-type captureResult struct {
-	sent, captured, senderSent uint64
-	cpu                        time.Duration // user+sys while capturing
-	cpuTotal                   time.Duration // user+sys, start-up included
-	tail                       string        // the capturer's last output lines
-	// otherLoad is the CPU the rest of the machine used while the sender
-	// sent, in CPUs (0 to NumCPU): busy time from /proc/stat less this
-	// process's (sender, kernel receive work) and the capturer's.
-	otherLoad float64
-}
-
 // RunCapture runs the capture scenario (see the package doc): for each CPU
 // placement, each way in of sluice's, and tcpdump and netsniff-ng, 64-byte
 // frames are sent as fast as one pinned thread can across the veth for the
@@ -82,7 +64,7 @@ func RunCapture(ctx context.Context, opts CaptureOptions) (*Report, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("bench: capture %w", ErrNeedRoot)
 	}
-	if runtime.NumCPU() < 2 && contains(opts.CPUs, CPUSeparate) {
+	if runtime.NumCPU() < 2 && slices.Contains(opts.CPUs, CPUSeparate) {
 		return nil, fmt.Errorf("bench: capture: cpu=separate needs 2 CPUs, this machine has %d: use --cpus shared", runtime.NumCPU())
 	}
 	for _, tool := range []string{"nsenter", "taskset"} {
@@ -156,72 +138,6 @@ func RunCapture(ctx context.Context, opts CaptureOptions) (*Report, error) {
 		}
 	}
 	return captureReport(runs, results), errors.Join(errs...)
-}
-
-// captureReport turns the rounds of each measurement into rows: the median
-// of each metric over the rounds that succeeded.
-func captureReport(runs []captureRun, results [][]captureResult) *Report {
-	rep := &Report{}
-	for i, m := range runs {
-		rs := results[i]
-		if len(rs) == 0 {
-			continue
-		}
-		med := func(f func(captureResult) float64) float64 {
-			v := make([]float64, len(rs))
-			for k, r := range rs {
-				v[k] = f(r)
-			}
-			sort.Float64s(v)
-			if len(v)%2 == 1 {
-				return v[len(v)/2]
-			}
-			return (v[len(v)/2-1] + v[len(v)/2]) / 2
-		}
-		cfg := captureConfig(m.via, m.cpu)
-		row := func(metric string, v float64, unit string) Row {
-			return Row{Scenario: "capture", Impl: m.impl, Config: cfg, Metric: metric, Value: v, Unit: unit}
-		}
-		rep.Add(
-			row(MetricSentFrames, med(func(r captureResult) float64 { return float64(r.sent) }), UnitFrames),
-			row(MetricCapturedFrames, med(func(r captureResult) float64 { return float64(r.captured) }), UnitFrames),
-			row(MetricDroppedFrames, med(func(r captureResult) float64 { return float64(r.dropped()) }), UnitFrames),
-		)
-		var withFrames []captureResult
-		for _, r := range rs {
-			if r.captured > 0 {
-				withFrames = append(withFrames, r)
-			}
-		}
-		if len(withFrames) > 0 {
-			rs = withFrames
-			rep.Add(row(MetricCPUPerFrame, med(captureResult.cpuPerFrame), UnitMicros))
-		}
-	}
-	return rep
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func (r captureResult) dropped() uint64 {
-	if r.captured >= r.sent {
-		return 0
-	}
-	return r.sent - r.captured
-}
-
-func (r captureResult) cpuPerFrame() float64 {
-	if r.captured == 0 {
-		return 0
-	}
-	return float64(r.cpu.Microseconds()) / float64(r.captured)
 }
 
 // captureArgv returns the capturer's command line, writing to file.
