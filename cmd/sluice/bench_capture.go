@@ -118,16 +118,5 @@ func runBenchCapture(ctx context.Context, o benchCaptureOptions, stdout, stderr 
 		}
 	}
 	rep, runErr := bench.RunCapture(ctx, c)
-	if rep != nil && len(rep.Rows) > 0 {
-		var werr error
-		if o.json {
-			werr = rep.WriteJSON(stdout)
-		} else {
-			werr = rep.WriteTable(stdout)
-		}
-		if werr != nil && runErr == nil {
-			runErr = werr
-		}
-	}
-	return runErr
+	return writeBenchReport(stdout, rep, o.json, runErr, nil)
 }

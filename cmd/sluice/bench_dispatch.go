@@ -119,20 +119,12 @@ func runBenchDispatch(ctx context.Context, o benchDispatchOptions, stdout, stder
 		return err
 	}
 	rep, runErr := bench.RunDispatch(ctx, d)
-	if rep != nil && len(rep.Rows) > 0 {
-		var werr error
-		if o.json {
-			werr = rep.WriteJSON(stdout)
-		} else {
-			werr = rep.WriteTable(stdout)
-			if werr == nil && slices.Contains(d.Modes, bench.ModeXDP) {
-				fmt.Fprintln(stdout)
-				werr = bench.WriteXDPComparison(stdout, rep)
-			}
-		}
-		if werr != nil && runErr == nil {
-			runErr = werr
+	var more func(io.Writer) error
+	if slices.Contains(d.Modes, bench.ModeXDP) {
+		more = func(w io.Writer) error {
+			fmt.Fprintln(w)
+			return bench.WriteXDPComparison(w, rep)
 		}
 	}
-	return runErr
+	return writeBenchReport(stdout, rep, o.json, runErr, more)
 }

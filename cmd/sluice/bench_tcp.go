@@ -156,16 +156,5 @@ func runBenchTCP(ctx context.Context, o benchTCPOptions, stdout, stderr io.Write
 		return err
 	}
 	rep, runErr := bench.RunTCP(ctx, t)
-	if rep != nil && len(rep.Rows) > 0 {
-		var werr error
-		if o.json {
-			werr = rep.WriteJSON(stdout)
-		} else {
-			werr = rep.WriteTable(stdout)
-		}
-		if werr != nil && runErr == nil {
-			runErr = werr
-		}
-	}
-	return runErr
+	return writeBenchReport(stdout, rep, o.json, runErr, nil)
 }
