@@ -46,6 +46,9 @@ func (l *Link) Counters() *Counters { return new(Counters) }
 // NumDeliverers returns 0.
 func (l *Link) NumDeliverers() int { return 0 }
 
+// Faults returns nil: no frames are delivered.
+func (l *Link) Faults() *FaultGuard { return nil }
+
 // NumChannels returns 0.
 func (l *Link) NumChannels() int { return 0 }
 

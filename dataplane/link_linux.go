@@ -28,6 +28,7 @@ type Link struct {
 	opts     LinkOptions // defaults applied, slices copied; read-only
 	d        Deliverer
 	counters Counters
+	guard    *FaultGuard
 	chans    []*channel
 	// stopFD is one eventfd for every reader and blocked writer; it is
 	// made readable by Close and never read, so it stays readable.
@@ -76,6 +77,11 @@ func New(opts LinkOptions, d Deliverer) (*Link, error) {
 		return nil, fmt.Errorf("dataplane: create stop eventfd: %w", err)
 	}
 	l := &Link{opts: opts, d: d, stopFD: stopFD}
+	faults := opts.Faults
+	if faults.Logger == nil {
+		faults.Logger = opts.Logger
+	}
+	l.guard = NewFaultGuard(faults, &l.counters, len(opts.FDs)*opts.ProcessorsPerChannel)
 	logged := map[string]bool{}
 	for i, fd := range opts.FDs {
 		c, err := l.newChannel(i, fd, logged)
@@ -243,7 +249,8 @@ func (c *channel) stamp(frames []Frame) {
 	}
 }
 
-// deliverCounted counts frames as received and hands them over.
+// deliverCounted counts frames as received and hands them over, containing
+// a panic to the frame that raised it (FaultGuard).
 func (l *Link) deliverCounted(frames []Frame) {
 	var n uint64
 	for i := range frames {
@@ -251,7 +258,7 @@ func (l *Link) deliverCounted(frames []Frame) {
 	}
 	l.counters.RxPackets.Add(uint64(len(frames)))
 	l.counters.RxBytes.Add(n)
-	l.d.Deliver(frames)
+	l.guard.Deliver(l.d, frames)
 }
 
 // dropFrame frees a received frame that will not be delivered and counts
@@ -376,6 +383,11 @@ func (l *Link) Stats() Stats { return l.counters.Snapshot() }
 // own drops and errors (a consumer that refuses a frame, for example) in the
 // same place.
 func (l *Link) Counters() *Counters { return &l.counters }
+
+// Faults returns the link's fault guard: a Deliverer reports the frame it is
+// handling to it (FaultGuard.Handling), so that a panic costs only that
+// frame.
+func (l *Link) Faults() *FaultGuard { return l.guard }
 
 // NumDeliverers returns the number of goroutines that call Deliver:
 // NumChannels * ProcessorsPerChannel. Frame.Processor is below it.

@@ -71,6 +71,10 @@ type LinkOptions struct {
 	HashSeed uint32
 	// Logger receives fallback decisions and unusual errors. nil discards.
 	Logger *slog.Logger
+	// Faults configures the containment of panics raised while a frame is
+	// delivered (FaultGuard): where the frames behind them are written,
+	// how often they are logged. Its Logger defaults to Logger.
+	Faults FaultOptions
 	// Closed, if set, is called with the error when a channel's reader
 	// stops because its descriptor failed (not when the Link is closed).
 	Closed func(err error)

@@ -13,6 +13,10 @@ type Stats struct {
 	TxBytes   uint64 `json:"tx_bytes"`
 	TxErrors  uint64 `json:"tx_errors"`
 	TxDropped uint64 `json:"tx_dropped"`
+	// Faults counts panics contained while handling an inbound frame
+	// (the frame is dropped; see FaultGuard) or a flow that came in over
+	// the link.
+	Faults uint64 `json:"faults"`
 	// Offloads is what the endpoint decided about its offloads (see
 	// OffloadReport), set by endpoints that have offloads; nil from a
 	// bare Link. It is shared: do not modify it.
@@ -32,6 +36,7 @@ func (s Stats) Add(o Stats) Stats {
 		RxErrors: s.RxErrors + o.RxErrors, RxDropped: s.RxDropped + o.RxDropped,
 		TxPackets: s.TxPackets + o.TxPackets, TxBytes: s.TxBytes + o.TxBytes,
 		TxErrors: s.TxErrors + o.TxErrors, TxDropped: s.TxDropped + o.TxDropped,
+		Faults: s.Faults + o.Faults,
 	}
 }
 
@@ -40,6 +45,7 @@ func (s Stats) Add(o Stats) Stats {
 type Counters struct {
 	RxPackets, RxBytes, RxErrors, RxDropped atomic.Uint64
 	TxPackets, TxBytes, TxErrors, TxDropped atomic.Uint64
+	Faults                                  atomic.Uint64
 }
 
 // Snapshot reads every counter.
@@ -49,5 +55,6 @@ func (c *Counters) Snapshot() Stats {
 		RxErrors: c.RxErrors.Load(), RxDropped: c.RxDropped.Load(),
 		TxPackets: c.TxPackets.Load(), TxBytes: c.TxBytes.Load(),
 		TxErrors: c.TxErrors.Load(), TxDropped: c.TxDropped.Load(),
+		Faults: c.Faults.Load(),
 	}
 }

@@ -189,9 +189,19 @@ type Options struct {
 	// show up; zero means dataplane.DefaultProbeTimeout.
 	ProbeTimeout time.Duration
 
+	// Faults configures the containment of a panic while an inbound
+	// frame becomes a packet or the stack takes it (dataplane.FaultGuard):
+	// the frame is dropped, counted in Stats.Faults and logged, and with
+	// Faults.CorpusDir written as a seed of FuzzEndpointFrame. Its Logger
+	// defaults to Logger.
+	Faults dataplane.FaultOptions
+
 	// probeFault is passed to dataplane.ProbeOptions.Fault: tests use it
 	// to simulate a kernel that mishandles offloaded frames.
 	probeFault func(dataplane.ProbeTest, []dataplane.ProbeObservation) []dataplane.ProbeObservation
+	// sinkFault, if set, sees every packet before the stack does: tests
+	// use it to simulate a netstack that panics on a frame.
+	sinkFault func(*stack.PacketBuffer)
 }
 
 func (o Options) validate() error {
@@ -248,11 +258,13 @@ type Endpoint struct {
 	gsoKind stack.SupportedGSO
 	gsoMax  uint32
 	closedF func(tcpip.Error)
-	plan    offloadPlan // read-only after NewEndpoint
-	report  *dataplane.OffloadReport
-	rx      *stackrx.Receiver
-	qd      *qdisc.Qdisc[*stack.PacketBuffer] // nil with Options.Qdisc None
-	log     *slog.Logger
+	// sinkFault is Options.sinkFault.
+	sinkFault func(*stack.PacketBuffer)
+	plan      offloadPlan // read-only after NewEndpoint
+	report    *dataplane.OffloadReport
+	rx        *stackrx.Receiver
+	qd        *qdisc.Qdisc[*stack.PacketBuffer] // nil with Options.Qdisc None
+	log       *slog.Logger
 	// badLogged is the Unix second an outbound packet was last refused
 	// in the log (logBadPacket).
 	badLogged atomic.Int64
@@ -292,7 +304,7 @@ func NewEndpoint(opts Options) (*Endpoint, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &Endpoint{mtu: opts.MTU, addr: opts.Address, closedF: opts.ClosedFunc, log: log}
+	e := &Endpoint{mtu: opts.MTU, addr: opts.Address, closedF: opts.ClosedFunc, log: log, sinkFault: opts.sinkFault}
 	if opts.EthernetHeader {
 		e.hdrSize = header.EthernetMinimumSize
 		e.caps |= stack.CapabilityResolutionRequired
@@ -339,6 +351,7 @@ func NewEndpoint(opts Options) (*Endpoint, error) {
 		ProcessorsPerChannel: ppc,
 		Allocator:            stackrx.ViewAllocator{},
 		Logger:               opts.Logger,
+		Faults:               opts.Faults,
 		Closed:               e.channelClosed,
 	}
 	if opts.GRO {
@@ -356,6 +369,7 @@ func NewEndpoint(opts Options) (*Endpoint, error) {
 		GROFlushInterval: opts.GROFlushTimeout,
 		Deliverers:       link.NumDeliverers(),
 		Counters:         link.Counters(),
+		Guard:            link.Faults(),
 	}, e.sink)
 	if err != nil {
 		link.Close()
@@ -454,6 +468,9 @@ func (e *Endpoint) sink(pkt *stack.PacketBuffer) {
 	proto, ok := e.parseInbound(pkt, addr)
 	if !ok {
 		return
+	}
+	if e.sinkFault != nil {
+		e.sinkFault(pkt)
 	}
 	box.d.DeliverNetworkPacket(proto, pkt)
 }

@@ -31,7 +31,7 @@ type pairStack struct {
 	vnet   bool
 }
 
-func newPairStack(t *testing.T, opts Options) *pairStack {
+func newPairStack(t testing.TB, opts Options) *pairStack {
 	t.Helper()
 	opts.EthernetHeader = true
 	opts.ProcessorsPerChannel = 1 // one goroutine: frames are handled in the order written

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+
+	"github.com/sluicenet/sluice/dataplane"
 )
 
 // Device names the queues of one network device to open AF_XDP sockets on.
@@ -77,4 +79,8 @@ type EndpointOptions struct {
 	InterfaceIndex int
 	// Logger receives decisions taken once; nil discards.
 	Logger *slog.Logger
+	// Faults configures the containment of a panic while an inbound
+	// frame becomes a packet or the stack takes it (dataplane.FaultGuard),
+	// as fdbased.Options.Faults does. Its Logger defaults to Logger.
+	Faults dataplane.FaultOptions
 }

@@ -63,6 +63,7 @@ type Endpoint struct {
 
 	dispatcher atomic.Pointer[dispatcherBox]
 	counters   dataplane.Counters
+	guard      *dataplane.FaultGuard // contains panics in delivery; counts in counters
 
 	startOnce sync.Once
 	closeOnce sync.Once
@@ -124,6 +125,11 @@ func NewEndpoint(opts EndpointOptions) (*Endpoint, error) {
 		return nil, fmt.Errorf("xdp: endpoint: %w", err)
 	}
 	e.stopFD = fd
+	faults := opts.Faults
+	if faults.Logger == nil {
+		faults.Logger = e.log
+	}
+	e.guard = dataplane.NewFaultGuard(faults, &e.counters, s.Len())
 	e.rx, err = stackrx.New(stackrx.Options{
 		Ethernet:         true,
 		Trust:            trust,
@@ -131,6 +137,7 @@ func NewEndpoint(opts EndpointOptions) (*Endpoint, error) {
 		GROFlushInterval: opts.GROFlushTimeout,
 		Deliverers:       s.Len(),
 		Counters:         &e.counters,
+		Guard:            e.guard,
 	}, e.sink)
 	if err != nil {
 		unix.Close(fd)

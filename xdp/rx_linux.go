@@ -130,7 +130,9 @@ func (q *queue) deliver() {
 	if len(q.out) == 0 {
 		return
 	}
-	q.ep.Deliver(q.out)
+	// Through the guard: a panic while one frame is handled costs that
+	// frame, not the reader (and the process).
+	q.ep.guard.Deliver(q.ep, q.out)
 	clear(q.out)
 	q.out = q.out[:0]
 	clear(q.bufs)

@@ -131,6 +131,12 @@ type Options struct {
 	// Counters receives RxErrors for frames dropped here for a bad
 	// checksum or an unsplittable super-datagram. Required.
 	Counters *dataplane.Counters
+	// Guard, if set, is told which frame of a Deliver call is in hand
+	// (dataplane.FaultGuard.Handling), so that a panic while it is turned
+	// into a packet, or while the stack takes that packet, costs only that
+	// frame; the caller delivers through the guard. A GRO flush timer
+	// recovers a panic itself and reports it to the guard.
+	Guard *dataplane.FaultGuard
 }
 
 // Receiver turns frames into packets for a Sink. Deliver may be called
@@ -239,8 +245,10 @@ func (r *Receiver) Deliver(frames []dataplane.Frame) {
 	if len(frames) == 0 {
 		return
 	}
+	g := r.opts.Guard
 	if !r.opts.GRO {
 		for i := range frames {
+			g.Handling(frames[i].Processor, i)
 			r.deliverFrame(&frames[i], nil)
 		}
 		return
@@ -251,11 +259,24 @@ func (r *Receiver) Deliver(frames []dataplane.Frame) {
 	}
 	s := &r.slots[p]
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	done := false
+	defer func() {
+		if !done {
+			// A fault is unwinding through here (the guard
+			// contains it above). GRO may hold frames of this call
+			// by their index in it, which the next call would
+			// mistake for its own: drop them, with the flows they
+			// were part of.
+			s.g.FlushAll(func([]byte, gro.Meta) {})
+			s.batch = nil
+		}
+		s.mu.Unlock()
+	}()
 	if r.closed.Load() {
 		for i := range frames {
 			freeFrame(&frames[i])
 		}
+		done = true
 		return
 	}
 	s.batch = frames
@@ -270,10 +291,12 @@ func (r *Receiver) Deliver(frames []dataplane.Frame) {
 			// GRO needs contiguous bytes, and splitting must come
 			// first: flush what came before, in order, then this.
 			s.g.FlushAll(s.emit)
+			g.Handling(p, i)
 			r.deliverFrame(f, s)
 			s.taken[i] = true
 			continue
 		}
+		g.Handling(p, i)
 		s.g.Enqueue(f.Data[0].Data, gro.Input{Csum: r.groCsum(f), Tag: uint64(i)})
 	}
 	s.g.Flush(s.emit)
@@ -286,6 +309,7 @@ func (r *Receiver) Deliver(frames []dataplane.Frame) {
 	}
 	s.batch = nil
 	s.arm()
+	done = true
 }
 
 // arm makes sure the slot's timer fires when GRO's oldest held flow is
@@ -302,10 +326,20 @@ func (s *slot) arm() {
 	s.timer.Reset(max(time.Until(due), 0))
 }
 
-// fire is the flush timer: it emits the flows whose interval has passed.
+// fire is the flush timer: it emits the flows whose interval has passed. It
+// runs on a goroutine of its own, outside the guarded delivery, so it
+// contains its own panics: the flows it was emitting are lost.
 func (s *slot) fire() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() {
+		if v := recover(); v != nil {
+			if s.r.opts.Guard == nil {
+				panic(v)
+			}
+			s.r.opts.Guard.Recovered("gro flush timer", v, nil, nil)
+		}
+	}()
 	s.armed = false
 	if s.r.closed.Load() {
 		return
@@ -332,6 +366,15 @@ func (s *slot) emit(out []byte, m gro.Meta) {
 	r := s.r
 	var payload buffer.Buffer
 	var f *dataplane.Frame
+	if s.batch != nil {
+		// The frame in hand, for a fault: the one GRO passes on as it
+		// was, or none when it merged several.
+		i := -1
+		if m.Aliased {
+			i = int(m.Tag)
+		}
+		r.opts.Guard.Handling(s.batch[0].Processor, i)
+	}
 	if m.Aliased {
 		if s.batch == nil || m.Tag >= uint64(len(s.batch)) {
 			// Only frames of the current call are aliased; a timer
