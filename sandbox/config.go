@@ -111,6 +111,14 @@ type Config struct {
 	// StatsFile writes the interface counters as JSON to this file when the
 	// command ends; empty means none.
 	StatsFile string `flag:"stats-file"`
+	// FaultCorpus is a directory where the frame behind each contained
+	// fault (a panic while the stack-side link turned a frame into a
+	// packet or the stack handled it: the frame is dropped, counted in
+	// the faults column and logged) is written as a Go fuzz corpus entry
+	// of fdbased's FuzzEndpointFrame, to replay it. Empty, the default,
+	// writes none: the frames are the sandbox's bytes, which are not put
+	// on disk unasked.
+	FaultCorpus string `flag:"fault-corpus"`
 	// AllowHostLoopback lets connections to the gateway address reach the
 	// uplink namespace's loopback (gateway:port -> 127.0.0.1:port); without
 	// it they are refused.
@@ -200,6 +208,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MTU, "mtu", c.MTU, fmt.Sprintf("MTU of eth0 in bytes; 0 picks the default (%d)", DefaultMTU))
 	fs.BoolVar(&c.Stats, "stats", c.Stats, "print interface counters (rx/tx packets, bytes, errors, dropped) to stderr when the command ends")
 	fs.StringVar(&c.StatsFile, "stats-file", c.StatsFile, "write interface counters as JSON to this file when the command ends")
+	fs.StringVar(&c.FaultCorpus, "fault-corpus", c.FaultCorpus, "write each frame whose handling panicked (the fault is contained: the frame is dropped, counted and logged) into this directory as a Go fuzz corpus entry of fdbased's FuzzEndpointFrame; default: none written")
 	fs.BoolVar(&c.AllowHostLoopback, "allow-host-loopback", c.AllowHostLoopback, "let connections to the gateway address reach the uplink namespace's loopback (gateway:port -> 127.0.0.1:port)")
 	fs.Var(ruleList{&c.Allow}, "allow", "allow new flows to all, CIDR[:PORT[/tcp|udp]] ([CIDR6]:PORT for IPv6 with a port) (repeatable; comma-separated values are split)")
 	fs.Var(ruleList{&c.Deny}, "deny", "deny new flows to CIDR[:PORT[/tcp|udp]] (TCP gets a RST, UDP an ICMP unreachable); all makes every flow not allowed denied (repeatable)")
@@ -389,6 +398,9 @@ func (c Config) Validate() error {
 	}
 	if c.StatsFile != "" && filepath.Base(c.StatsFile) == "." {
 		bad("--stats-file %q: not a file name", c.StatsFile)
+	}
+	if c.FaultCorpus != "" && filepath.Base(c.FaultCorpus) == "." && c.FaultCorpus != "." {
+		bad("--fault-corpus %q: not a directory name", c.FaultCorpus)
 	}
 	if c.PCAPLog != "" && filepath.Base(c.PCAPLog) == "." {
 		bad("--pcap-log %q: not a file name", c.PCAPLog)

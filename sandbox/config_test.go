@@ -42,6 +42,7 @@ func everyFlagSet() Config {
 		MTU:                         9000,
 		Stats:                       true,
 		StatsFile:                   "/tmp/stats.json",
+		FaultCorpus:                 "/tmp/fault corpus",
 		AllowHostLoopback:           true,
 		UplinkNetNS:                 "/proc/1/ns/net",
 		Allow:                       []string{"10.0.0.0/8:443/tcp", "example.org"},

@@ -84,6 +84,7 @@ func (u *uplink) forwardEcho(pkt *stack.PacketBuffer, src, dst netip.Addr, ident
 	go func() {
 		defer u.end(nil)
 		defer func() { <-u.pings }()
+		defer u.contain("echo request", nil)
 		payload, err := u.ping(req)
 		if err != nil {
 			u.log.Debug("uplink: echo request not answered", "dst", req.to, "err", err)

@@ -101,12 +101,21 @@ func (n *netstack) CreateLinksAndRoutes() error {
 	return nil
 }
 
-// Stats returns the fd-based links' counters.
+// Stats returns the links' counters. A fault contained in an uplink flow
+// counts on the stack-side link, which the flow came in over.
 func (n *netstack) Stats() []LinkStats {
 	if n.links == nil {
 		return nil
 	}
-	return n.links.Stats()
+	st := n.links.Stats()
+	if sl, ok := n.env.Args.StackLink(); ok && n.uplink != nil {
+		for i := range st {
+			if st[i].Name == sl.Name {
+				st[i].Faults += n.uplink.Faults()
+			}
+		}
+	}
+	return st
 }
 
 // ServiceStats returns nil: the DNS and policy counters are the boot
@@ -176,6 +185,7 @@ func (n *netstack) packetOpener() EndpointOpener {
 			Qdisc:                qdiscKind(l.QDisc),
 			RingBlocks:           rxRingBytes / dataplane.DefaultRingBlockSize,
 			Logger:               env.Logger,
+			Faults:               dataplane.FaultOptions{CorpusDir: env.FaultCorpus},
 		})
 		if err != nil {
 			release()

@@ -129,6 +129,13 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 	if sb.tap, err = newTap(c, lines, log); err != nil {
 		return nil, err
 	}
+	if c.FaultCorpus != "" {
+		// Made now, so that a bad directory fails the run at once and
+		// not at the first fault, when nobody is looking.
+		if err := os.MkdirAll(c.FaultCorpus, 0o755); err != nil {
+			return nil, fmt.Errorf("sandbox: --fault-corpus: %w", err)
+		}
+	}
 	if len(c.Publish) > 0 && !args.Network.hasStack() {
 		return nil, fmt.Errorf("sandbox: --publish needs --network sandbox (with --network %v there is no stack to forward into)", args.Network)
 	}
@@ -333,6 +340,7 @@ func (sb *Sandbox) startNetwork(factory StackFactory) error {
 		Logger:       sb.log,
 		PluginConfig: sb.cfg.PluginConfig,
 		Publish:      sb.publish,
+		FaultCorpus:  sb.cfg.FaultCorpus,
 		policy:       sb.policy,
 		tap:          sb.tap,
 	}

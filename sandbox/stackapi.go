@@ -99,6 +99,10 @@ type StackEnv struct {
 	Tap FrameTap
 	// PluginConfig is the --plugin-config string, the stack's to parse.
 	PluginConfig string
+	// FaultCorpus is the --fault-corpus directory: where a stack that
+	// contains a panic while handling a frame writes that frame
+	// (dataplane.FaultOptions.CorpusDir); empty for nowhere.
+	FaultCorpus string
 	// Publish are the host ports to forward into the sandbox (--publish).
 	Publish []Publish
 	// DNS is where the sandbox's DNS queries to the gateway (port 53) are

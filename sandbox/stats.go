@@ -51,11 +51,11 @@ type Report struct {
 // WriteStatsText prints stats as a table.
 func WriteStatsText(w io.Writer, stats []LinkStats) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "interface\trx packets\trx bytes\trx errors\trx dropped\ttx packets\ttx bytes\ttx errors\ttx dropped\tdispatch\t")
+	fmt.Fprintln(tw, "interface\trx packets\trx bytes\trx errors\trx dropped\ttx packets\ttx bytes\ttx errors\ttx dropped\tfaults\tdispatch\t")
 	for _, s := range stats {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", s.Name,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", s.Name,
 			s.RxPackets, s.RxBytes, s.RxErrors, s.RxDropped,
-			s.TxPackets, s.TxBytes, s.TxErrors, s.TxDropped, strings.Join(s.Modes, ","))
+			s.TxPackets, s.TxBytes, s.TxErrors, s.TxDropped, s.Faults, strings.Join(s.Modes, ","))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

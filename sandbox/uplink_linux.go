@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/sluicenet/sluice/dataplane"
 	"github.com/sluicenet/sluice/internal/netns"
 )
 
@@ -71,6 +73,12 @@ type uplink struct {
 
 	mu    sync.Mutex
 	conns map[io.Closer]struct{} // host sockets of live flows; guarded by mu
+
+	// guard counts (in faults) and logs panics contained to the flow
+	// goroutine that raised them (contain); nil in tests that build an
+	// uplink by hand.
+	guard  *dataplane.FaultGuard
+	faults dataplane.Counters
 }
 
 // newUplink installs the TCP, UDP and ICMP handlers of a on s.
@@ -88,6 +96,7 @@ func newUplink(s *stack.Stack, nic tcpip.NICID, a Args, nsFD int, policy *Policy
 		conns:    map[io.Closer]struct{}{},
 	}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
+	u.guard = dataplane.NewFaultGuard(dataplane.FaultOptions{Logger: log}, &u.faults, 1)
 	for _, r := range a.NAT {
 		u.nat[r.Dst] = r.To
 	}
@@ -179,7 +188,39 @@ func (u *uplink) inNS(fn func() error) error {
 	return netns.DoFD(u.nsFD, fn)
 }
 
+// contain, deferred at the top of a flow's goroutine, contains a panic to
+// that flow: it is counted (Faults()) and logged, and cleanup, if not nil,
+// releases what the flow held. It must be deferred itself: recover works
+// only in the deferred call.
+func (u *uplink) contain(what string, cleanup func()) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	u.guard.Recovered("uplink: "+what, v, nil, nil)
+	if cleanup != nil {
+		// The cleanup may find the flow's state half torn down; a
+		// second panic must not escape either.
+		defer func() { _ = recover() }()
+		cleanup()
+	}
+}
+
+// flowFault accounts for a panic that a flow's copy goroutine recovered.
+func (u *uplink) flowFault(v any) { u.guard.Recovered("uplink: flow copy", v, nil, nil) }
+
+// Faults returns the panics contained in flow goroutines so far.
+func (u *uplink) Faults() uint64 { return u.faults.Faults.Load() }
+
+// handleTCP runs on a goroutine of its own (the forwarder starts one per
+// SYN), as do the flow's copies.
 func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
+	completed := false
+	defer u.contain("tcp flow setup", func() {
+		if !completed {
+			r.Complete(true) // frees the forwarder's in-flight slot
+		}
+	})
 	id := r.ID()
 	dst, ok := u.target(toAddr(id.LocalAddress))
 	dnsFlow := u.isDNS(toAddr(id.LocalAddress), id.LocalPort)
@@ -190,12 +231,14 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 		dst, ok = u.dns.Addr(), true
 	} else if !ok {
 		r.Complete(true) // refused: RST the SYN
+		completed = true
 		return
 	}
 	// The policy sees the destination the sandbox asked for, before
 	// NAT, decided once per flow: here, at its SYN.
 	if !dnsFlow && !u.policy.Decide("tcp", netip.AddrPortFrom(toAddr(id.RemoteAddress), id.RemotePort), netip.AddrPortFrom(toAddr(id.LocalAddress), id.LocalPort)) {
 		r.Complete(true)
+		completed = true
 		return
 	}
 	ctx, cancel := context.WithTimeout(u.ctx, dialTimeout)
@@ -214,6 +257,7 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 	if err != nil {
 		u.log.Debug("uplink: TCP dial failed; resetting the sandbox's SYN", "dst", dst, "port", id.LocalPort, "err", err)
 		r.Complete(true)
+		completed = true
 		return
 	}
 	var wq waiter.Queue
@@ -223,10 +267,12 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 		// dialed.
 		u.log.Debug("uplink: TCP handshake with the sandbox failed", "dst", dst, "port", id.LocalPort, "err", tcpipErr.String())
 		r.Complete(true)
+		completed = true
 		host.Close()
 		return
 	}
 	r.Complete(false)
+	completed = true
 	if !u.begin(host) {
 		ep.Abort()
 		host.Close()
@@ -234,11 +280,12 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	go func() {
 		defer u.end(host)
+		defer u.contain("tcp flow", func() { host.Close(); ep.Abort() })
 		var tee io.Writer
 		if dnsFlow {
 			tee = &dnsStream{t: u.names}
 		}
-		splice(gonet.NewTCPConn(&wq, ep), ep, host.(*net.TCPConn), tee)
+		splice(gonet.NewTCPConn(&wq, ep), ep, host.(*net.TCPConn), tee, u.flowFault)
 	}()
 }
 
@@ -248,10 +295,21 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 // that fails resets both connections, as a kernel forwarding the flow would
 // see the RST.
 //
-// tee, when not nil, sees every byte from the host to the sandbox.
-func splice(sb *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn, tee io.Writer) {
+// tee, when not nil, sees every byte from the host to the sandbox. fault,
+// when not nil, is told of a panic in either direction, which then fails
+// like an error (both connections reset).
+func splice(sb *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn, tee io.Writer, fault func(any)) {
 	errc := make(chan error, 2)
+	contain := func() {
+		if v := recover(); v != nil {
+			if fault != nil {
+				fault(v)
+			}
+			errc <- fmt.Errorf("sandbox: flow fault: %v", v)
+		}
+	}
 	go func() {
+		defer contain()
 		err := copyStream(host, sb)
 		if err == nil {
 			err = host.CloseWrite()
@@ -259,6 +317,7 @@ func splice(sb *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn, tee io.Writ
 		errc <- err
 	}()
 	go func() {
+		defer contain()
 		var src io.Reader = host
 		if tee != nil {
 			src = io.TeeReader(host, tee)
@@ -350,12 +409,13 @@ func (u *uplink) handleUDP(r *udp.ForwarderRequest) bool {
 	}
 	go func() {
 		defer u.end(host)
+		defer u.contain("udp flow", func() { sb.Close(); host.Close() })
 		var toSandbox, fromSandbox func([]byte)
 		if dnsFlow {
 			fromSandbox = func([]byte) { u.names.queriesUDP.Add(1) }
 			toSandbox = u.names.learn
 		}
-		relayUDP(sb, host, udpIdleTimeout, fromSandbox, toSandbox)
+		relayUDP(sb, host, udpIdleTimeout, fromSandbox, toSandbox, u.flowFault)
 	}()
 	return true
 }
@@ -364,8 +424,9 @@ func (u *uplink) handleUDP(r *udp.ForwarderRequest) bool {
 // idle, or either side fails.
 //
 // fromSandbox and toSandbox, when not nil, see each datagram of their
-// direction before it is passed on.
-func relayUDP(sb, host net.Conn, idle time.Duration, fromSandbox, toSandbox func([]byte)) {
+// direction before it is passed on. fault, when not nil, is told of a panic
+// in either direction, which then ends the flow.
+func relayUDP(sb, host net.Conn, idle time.Duration, fromSandbox, toSandbox func([]byte), fault func(any)) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	var once sync.Once
@@ -377,6 +438,11 @@ func relayUDP(sb, host net.Conn, idle time.Duration, fromSandbox, toSandbox func
 	}
 	pump := func(dst, src net.Conn, see func([]byte)) {
 		defer stop()
+		defer func() {
+			if v := recover(); v != nil && fault != nil {
+				fault(v)
+			}
+		}()
 		buf := make([]byte, 64<<10)
 		for {
 			_ = src.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))

@@ -8,6 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/sluicenet/sluice/dataplane"
 	"github.com/sluicenet/sluice/xdp"
 )
 
@@ -33,6 +34,7 @@ func (n *netstack) xdpOpener() XDPOpener {
 				TXChecksumOffload: l.TXChecksumOffload,
 				RXChecksumOffload: l.RXChecksumOffload,
 				Logger:            env.Logger,
+				Faults:            dataplane.FaultOptions{CorpusDir: env.FaultCorpus},
 			},
 		}
 		var link *xdp.Link
