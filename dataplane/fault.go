@@ -121,7 +121,12 @@ func (g *FaultGuard) Handling(processor, i int) {
 
 // Deliver hands frames to d, containing panics: after one, the frames d had
 // not reached are delivered in a new call. All frames share one Processor.
+// A nil guard delivers without containment.
 func (g *FaultGuard) Deliver(d Deliverer, frames []Frame) {
+	if g == nil {
+		d.Deliver(frames)
+		return
+	}
 	for len(frames) > 0 {
 		frames = g.deliverOnce(d, frames)
 	}
