@@ -23,9 +23,13 @@ import (
 // bind-mounted, so nothing can outlive sluice.
 //
 // The namespace is made by unshare(CLONE_NEWNET) on a goroutine locked to
-// its thread. That thread never returns to the host namespace: the goroutine
-// ends still locked, so the Go runtime terminates the thread instead of
-// reusing it. Work inside the namespace goes through netns.DoFD.
+// its thread, which then returns to its original namespace before it is
+// unlocked. Ending the goroutine still locked would not do: the Go runtime
+// terminates such a thread, except the main thread, which it parks forever
+// instead (runtime.mexit), and a main thread parked in the namespace would
+// hold it for the life of the process. Only if the return fails is the
+// thread left locked, to die with the goroutine. Work inside the namespace
+// goes through netns.DoFD.
 func newPrivateNetNS() (int, error) {
 	type result struct {
 		fd  int
@@ -34,17 +38,33 @@ func newPrivateNetNS() (int, error) {
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
-		// No UnlockOSThread: see above.
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{-1, fmt.Errorf("open /proc/thread-self/ns/net: %w", err)}
+			return
+		}
+		defer unix.Close(orig)
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{-1, os.NewSyscallError("unshare CLONE_NEWNET", err)}
 			return
 		}
 		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			ch <- result{-1, fmt.Errorf("open /proc/thread-self/ns/net: %w", err)}
+			err = fmt.Errorf("open /proc/thread-self/ns/net: %w", err)
+			fd = -1
+		}
+		if serr := unix.Setns(orig, unix.CLONE_NEWNET); serr != nil {
+			// Left locked: the thread dies with this goroutine.
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+			ch <- result{-1, errors.Join(err, os.NewSyscallError("setns back to the original namespace", serr))}
 			return
 		}
-		ch <- result{fd, nil}
+		runtime.UnlockOSThread()
+		ch <- result{fd, err}
 	}()
 	r := <-ch
 	if r.err != nil {

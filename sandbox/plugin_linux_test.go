@@ -261,13 +261,20 @@ func TestPluginFailsBeforeTheCommandStarts(t *testing.T) {
 			for {
 				var left []string
 				left = append(left, sluiceChildren()...)
-				held := nsOf(os.Getpid())
+				held := map[string]string{}
+				tasks, _ := filepath.Glob("/proc/self/task/*/ns/net")
+				fds, _ := filepath.Glob("/proc/self/fd/*")
+				for _, p := range append(tasks, fds...) {
+					if l, err := os.Readlink(p); err == nil && strings.HasPrefix(l, "net:[") {
+						held[l] = p
+					}
+				}
 				for ns := range socketNamespaces(t) {
-					held[ns] = true
+					held[ns] = "a socket"
 				}
 				for _, ns := range nsLinks {
-					if held[ns] {
-						left = append(left, fmt.Sprintf("namespace %s still held by this process", ns))
+					if by, ok := held[ns]; ok {
+						left = append(left, fmt.Sprintf("namespace %s still held by %s of this process", ns, by))
 					}
 				}
 				if len(left) == 0 {
