@@ -510,7 +510,7 @@ func TestFailsBeforeTheCommandStarts(t *testing.T) {
 		{"pcap in a missing directory", []string{"--pcap-log=/nonexistent/dir/x.pcap"}, []string{"--pcap-log", "no such file or directory"}},
 		{"xdp ns mtu too large", []string{"--xdp=ns", "--mtu=9000"}, []string{"--mtu 9000", "--xdp ns", "3506"}},
 		{"missing uplink namespace", []string{"--uplink-netns=/nonexistent/ns"}, []string{"--uplink-netns /nonexistent/ns"}},
-		{"unknown plugin", []string{"--network=plugin", "--plugin=no-such-stack"}, []string{"--plugin no-such-stack", "no such stack", "registered: netstack"}},
+		{"unknown plugin", []string{"--network=plugin", "--plugin=no-such-stack"}, []string{"--plugin no-such-stack", "no such stack", "registered: ", "netstack"}},
 		{"plugin network without a plugin", []string{"--network=plugin"}, []string{"--network plugin needs --plugin NAME"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
