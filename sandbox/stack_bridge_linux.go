@@ -188,11 +188,14 @@ func (b *bridgeStack) Init(initStr string, fds []int) error {
 	return err
 }
 
-// decide applies the egress policy to a new flow. Flows to the gateway
-// reach the uplink namespace's own sockets, as --allow-host-loopback lets
-// the netstack's do; without it they are refused.
+// decide applies the egress policy to a new flow: TCP and UDP flows by
+// address and port, others (ICMP echo, any other IP protocol) by address,
+// which only rules without a port or protocol match. TCP and UDP flows to
+// the gateway reach the uplink namespace's own sockets, which only
+// --allow-host-loopback allows (as it lets the netstack's reach its
+// loopback); a ping to the gateway is answered, as by the netstack.
 func (b *bridgeStack) decide(f bridge.Flow) bool {
-	if !b.hostAllowed() {
+	if (f.Proto == bridge.TCP || f.Proto == bridge.UDP) && !b.hostAllowed() {
 		for _, g := range b.gateways {
 			if f.Dst.Addr() == g {
 				return false

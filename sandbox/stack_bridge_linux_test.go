@@ -166,7 +166,8 @@ func TestBridgeIperf3(t *testing.T) {
 
 // TestBridgePolicyAndCapture denies a CIDR: TCP to it is refused at once
 // (curl exit 7, from the bridge's RST), UDP to it gets ECONNREFUSED (from
-// its port unreachable), the allowed server is reached, the decisions are
+// its port unreachable), a ping to it goes unanswered while the allowed
+// server and the gateway answer, the allowed server is reached, the decisions are
 // logged and counted, and --pcap-log holds the allowed flow in a file
 // tcpdump reads.
 func TestBridgePolicyAndCapture(t *testing.T) {
@@ -181,12 +182,20 @@ func TestBridgePolicyAndCapture(t *testing.T) {
 	udp := `exec 3<>/dev/udp/10.99.0.2/9; for i in $(seq 50); do echo x >&3 || exit 0; sleep 0.1; done; echo "udp never refused"`
 	script := `curl -sS --max-time 10 -o /dev/null -w 'first %{size_download}\n' http://10.99.0.1:8084/data; echo "first exit $?"
 curl -sS --max-time 10 -o /dev/null -w 'second %{size_download}\n' http://10.99.0.2:8084/data; echo "second exit $?"
-bash -c '` + udp + `'`
+bash -c '` + udp + `'
+ping -c 1 -W 2 10.99.0.1 >/dev/null; echo "ping allowed exit $?"
+ping -c 1 -W 2 10.99.0.2 >/dev/null; echo "ping denied exit $?"
+ping -c 1 -W 2 10.0.2.2 >/dev/null; echo "ping gateway exit $?"`
 	dir := t.TempDir()
 	pcap, stats := filepath.Join(dir, "flow.pcap"), filepath.Join(dir, "stats.json")
 	r := mustRun(t, bridgeArgs(ns, "--deny", "10.99.0.2/32", "--log-policy", "--pcap-log", pcap, "--stats-file", stats, "--", "sh", "-c", script)...)
 	if !strings.Contains(r.stdout, "first 1000\nfirst exit 0") || !strings.Contains(r.stdout, "second exit 7") {
 		t.Errorf("stdout %q: want the first downloaded and the second refused (curl exit 7)\nstderr: %s", r.stdout, r.stderr)
+	}
+	for _, want := range []string{"ping allowed exit 0", "ping denied exit 1", "ping gateway exit 0"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout %q lacks %q", r.stdout, want)
+		}
 	}
 	if strings.Contains(r.stdout, "udp never refused") || !strings.Contains(r.stderr, "Connection refused") {
 		t.Errorf("UDP to the denied address was not refused: stdout %q stderr %q", r.stdout, r.stderr)
@@ -195,6 +204,7 @@ bash -c '` + udp + `'`
 		"sluice: policy: allow tcp 10.0.2.100:", "-> 10.99.0.1:8084 (default)",
 		"sluice: policy: deny tcp 10.0.2.100:", "-> 10.99.0.2:8084 (--deny 10.99.0.2/32)",
 		"sluice: policy: deny udp 10.0.2.100:", "-> 10.99.0.2:9 (--deny 10.99.0.2/32)",
+		"sluice: policy: deny icmp 10.0.2.100:0 -> 10.99.0.2:0 (--deny 10.99.0.2/32)",
 	} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("--log-policy: stderr lacks %q:\n%s", want, r.stderr)
@@ -220,8 +230,8 @@ bash -c '` + udp + `'`
 			denied = p.Flows
 		}
 	}
-	if denied != 2 {
-		t.Errorf("stats: policy %+v, want 2 flows denied by --deny 10.99.0.2/32", rep.Policy)
+	if denied != 3 {
+		t.Errorf("stats: policy %+v, want 3 flows (tcp, udp, icmp) denied by --deny 10.99.0.2/32", rep.Policy)
 	}
 }
 

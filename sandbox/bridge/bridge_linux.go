@@ -291,12 +291,18 @@ func (b *Bridge) Stats() Stats {
 
 // policy returns what the flow table says about a frame read in dir.
 func (b *Bridge) policy(dir Direction, p packetInfo) Verdict {
-	if !p.hasFlow {
+	switch p.kind {
+	case notIP, control:
 		return Pass
+	case unreadable:
+		return Drop
 	}
 	if dir == Ingress {
 		// Only answers to flows the sandbox opened, and allowed, come
-		// in.
+		// in; an echo request from outside is unsolicited.
+		if p.kind == echoRequest {
+			return Drop
+		}
 		if allow, ok := b.flows.lookup(p.flow.Reverse()); ok && allow {
 			return Pass
 		}
@@ -312,10 +318,15 @@ func (b *Bridge) policy(dir Direction, p packetInfo) Verdict {
 			b.denied.Add(1)
 		}
 	}
-	if allow {
+	switch {
+	case allow:
 		return Pass
+	case p.flow.Proto == TCP || p.flow.Proto == UDP:
+		return Refuse
 	}
-	return Refuse
+	// Nothing to answer a denied ping or other protocol with that the
+	// sender would take for a refusal; drop it.
+	return Drop
 }
 
 // forward handles a batch read on the side of dir: every frame the policy

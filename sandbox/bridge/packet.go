@@ -37,27 +37,37 @@ func (d Direction) String() string {
 	return "in"
 }
 
-// Proto is a transport protocol the flow table tracks.
+// Proto is the IP protocol of a Flow.
 type Proto uint8
 
-// Transport protocols of a Flow.
+// Protocols of a Flow.
 const (
-	TCP Proto = protoTCP
-	UDP Proto = protoUDP
+	ICMP   Proto = protoICMP
+	TCP    Proto = protoTCP
+	UDP    Proto = protoUDP
+	ICMPv6 Proto = protoICMPv6
 )
 
+// String returns the name the egress policy knows the protocol by: tcp and
+// udp, which port rules match, and icmp, icmp6 or ip-N for the others,
+// which only address rules match.
 func (p Proto) String() string {
 	switch p {
 	case TCP:
 		return "tcp"
 	case UDP:
 		return "udp"
+	case ICMP:
+		return "icmp"
+	case ICMPv6:
+		return "icmp6"
 	}
-	return fmt.Sprintf("proto-%d", uint8(p))
+	return fmt.Sprintf("ip-%d", uint8(p))
 }
 
-// Flow is a TCP or UDP flow as the sandbox opened it: Src is the sandbox's
-// end, Dst the peer it addressed.
+// Flow is a flow as the sandbox opened it: Src is the sandbox's end, Dst
+// the peer it addressed. TCP and UDP flows have ports; flows of other
+// protocols (ICMP echo, GRE, SCTP...) are between addresses, with port 0.
 type Flow struct {
 	Proto Proto
 	Src   netip.AddrPort
@@ -69,10 +79,35 @@ func (f Flow) Reverse() Flow { return Flow{Proto: f.Proto, Src: f.Dst, Dst: f.Sr
 
 func (f Flow) String() string { return fmt.Sprintf("%v %v -> %v", f.Proto, f.Src, f.Dst) }
 
+// packetKind is how the policy treats a frame.
+type packetKind uint8
+
+const (
+	// notIP frames (ARP, anything not IPv4 or IPv6) pass: the sandbox
+	// needs ARP to reach its router, and nothing else leaves the segment.
+	notIP packetKind = iota
+	// flowPacket is a packet of a Flow: TCP or UDP with ports, or another
+	// protocol between two addresses (an ICMP echo request among them).
+	flowPacket
+	// control packets pass without a flow: ICMP errors and echo replies,
+	// IPv6 neighbour discovery and MLD, which belong to flows or to the
+	// link, and later fragments, whose first fragment was decided.
+	control
+	// unreadable packets claim TCP or UDP (or an IPv6 extension header
+	// chain) that cannot be read from the frame's first buffer: the
+	// policy cannot decide them, so they are dropped rather than let
+	// through undecided (a tiny first fragment, RFC 1858, or a padded
+	// header chain would otherwise slip past a deny).
+	unreadable
+	// echoRequest is an ICMP or ICMPv6 echo request: a flow going out,
+	// unsolicited coming in.
+	echoRequest
+)
+
 // packetInfo is what the bridge reads from a frame's headers.
 type packetInfo struct {
-	flow     Flow
-	hasFlow  bool // a TCP or UDP packet with ports (not a later fragment)
+	kind     packetKind
+	flow     Flow // valid for flowPacket and echoRequest
 	l3, l4   int  // offsets of the IP and transport headers in the frame
 	ipv6     bool
 	tcpFlags uint8
@@ -80,6 +115,12 @@ type packetInfo struct {
 	// header's lengths rather than the frame's.
 	payload int
 }
+
+// hasFlow reports whether p belongs to a flow the policy decides.
+func (p packetInfo) hasFlow() bool { return p.kind == flowPacket || p.kind == echoRequest }
+
+// maxExtHeaders bounds the IPv6 extension headers parsePacket walks.
+const maxExtHeaders = 8
 
 // TCP flags.
 const (
@@ -89,11 +130,10 @@ const (
 	tcpACK = 0x10
 )
 
-// parsePacket reads the flow of an Ethernet frame from its first bytes
-// (head: at least the link, IP and transport headers when the frame has
-// them). It never fails: a frame it cannot read (not IP, truncated, an IPv6
-// extension header chain it does not walk) has no flow and is forwarded as
-// is.
+// parsePacket reads an Ethernet frame's headers from its first bytes
+// (head: the frame's first buffer, which holds the link, IP and transport
+// headers of any ordinary packet). It never fails: what it cannot read it
+// classifies (see packetKind).
 func parsePacket(head []byte) (p packetInfo) {
 	if len(head) < ethHeaderLen {
 		return p
@@ -110,6 +150,7 @@ func parsePacket(head []byte) (p packetInfo) {
 	var src, dst netip.Addr
 	switch et {
 	case etherTypeIPv4:
+		p.kind = unreadable
 		if len(b) < 20 || b[0]>>4 != 4 {
 			return p
 		}
@@ -118,56 +159,99 @@ func parsePacket(head []byte) (p packetInfo) {
 		if ihl < 20 || len(b) < ihl || total < ihl {
 			return p
 		}
-		// Fragments after the first carry no transport header.
-		if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
-			return p
-		}
 		proto = b[9]
 		src = netip.AddrFrom4([4]byte(b[12:16]))
 		dst = netip.AddrFrom4([4]byte(b[16:20]))
+		if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
+			// A later fragment: no transport header.
+			p.kind = control
+			return p
+		}
 		p.l4 = off + ihl
 		p.payload = total - ihl
 	case etherTypeIPv6:
+		p.kind = unreadable
 		if len(b) < 40 || b[0]>>4 != 6 {
 			return p
 		}
-		// Only a transport header right after the fixed header is
-		// read; extension headers are rare in a sandbox's traffic and
-		// such packets pass without a flow.
 		proto = b[6]
 		src = netip.AddrFrom16([16]byte(b[8:24]))
 		dst = netip.AddrFrom16([16]byte(b[24:40]))
-		p.l4 = off + 40
 		p.ipv6 = true
 		p.payload = int(binary.BigEndian.Uint16(b[4:]))
+		l4 := off + 40
+		for range maxExtHeaders {
+			switch proto {
+			case 0, 43, 60: // hop-by-hop, routing, destination options (RFC 8200 section 4)
+				if len(head) < l4+8 {
+					return p
+				}
+				n := (int(head[l4+1]) + 1) * 8
+				proto = head[l4]
+				l4 += n
+				p.payload -= n
+				continue
+			case 44: // fragment
+				if len(head) < l4+8 {
+					return p
+				}
+				if binary.BigEndian.Uint16(head[l4+2:])&0xfff8 != 0 {
+					p.kind = control
+					return p
+				}
+				proto = head[l4]
+				l4 += 8
+				p.payload -= 8
+				continue
+			}
+			break
+		}
+		if proto == 0 || proto == 43 || proto == 60 || proto == 44 || p.payload < 0 {
+			return p // a chain longer than maxExtHeaders
+		}
+		p.l4 = l4
 	default:
 		return p
 	}
+	p.kind = flowPacket
+	p.flow = Flow{Proto: Proto(proto), Src: netip.AddrPortFrom(src, 0), Dst: netip.AddrPortFrom(dst, 0)}
 	l4 := head[p.l4:]
 	switch proto {
 	case protoTCP:
 		if len(l4) < 20 {
+			p.kind = unreadable
 			return p
 		}
 		doff := int(l4[12]>>4) * 4
 		if doff < 20 || doff > p.payload {
+			p.kind = unreadable
 			return p
 		}
 		p.tcpFlags = l4[13]
 		p.payload -= doff
 	case protoUDP:
 		if len(l4) < 8 || p.payload < 8 {
+			p.kind = unreadable
 			return p
 		}
 		p.payload -= 8
+	case protoICMP, protoICMPv6:
+		if len(l4) < 1 {
+			p.kind = unreadable
+			return p
+		}
+		switch {
+		case proto == protoICMP && l4[0] == 8, proto == protoICMPv6 && l4[0] == 128:
+			p.kind = echoRequest
+		default:
+			// Errors, echo replies, neighbour discovery, MLD.
+			p.kind = control
+		}
+		return p
 	default:
 		return p
 	}
-	p.flow = Flow{
-		Proto: Proto(proto),
-		Src:   netip.AddrPortFrom(src, binary.BigEndian.Uint16(l4[0:])),
-		Dst:   netip.AddrPortFrom(dst, binary.BigEndian.Uint16(l4[2:])),
-	}
-	p.hasFlow = true
+	p.flow.Src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(l4[0:]))
+	p.flow.Dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(l4[2:]))
 	return p
 }

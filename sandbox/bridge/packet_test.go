@@ -72,13 +72,13 @@ func TestParsePacketFlows(t *testing.T) {
 		syn := frame(t, v6, &layers.TCP{SrcPort: 40000, DstPort: 443, Seq: 1000, SYN: true, Window: 65535}, nil)
 		p := parsePacket(syn)
 		want := Flow{Proto: TCP, Src: netip.AddrPortFrom(sb, 40000), Dst: netip.AddrPortFrom(peer, 443)}
-		if !p.hasFlow || p.flow != want || p.tcpFlags != tcpSYN || p.payload != 0 || p.ipv6 != v6 {
+		if !p.hasFlow() || p.flow != want || p.tcpFlags != tcpSYN || p.payload != 0 || p.ipv6 != v6 {
 			t.Errorf("v6=%v SYN: got %+v, want flow %v with SYN and no payload", v6, p, want)
 		}
 		udp := frame(t, v6, &layers.UDP{SrcPort: 5353, DstPort: 53}, []byte("query"))
 		p = parsePacket(udp)
 		want = Flow{Proto: UDP, Src: netip.AddrPortFrom(sb, 5353), Dst: netip.AddrPortFrom(peer, 53)}
-		if !p.hasFlow || p.flow != want || p.payload != 5 {
+		if !p.hasFlow() || p.flow != want || p.payload != 5 {
 			t.Errorf("v6=%v UDP: got %+v, want flow %v with 5 bytes", v6, p, want)
 		}
 		if got := want.Reverse(); got.Src != want.Dst || got.Dst != want.Src || got.Proto != UDP {
@@ -87,24 +87,71 @@ func TestParsePacketFlows(t *testing.T) {
 	}
 }
 
-func TestParsePacketWithoutFlow(t *testing.T) {
-	arp := serialize(t,
-		&layers.Ethernet{SrcMAC: macSandbox, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP},
-		&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
-			Operation: layers.ARPRequest, SourceHwAddress: macSandbox, SourceProtAddress: ip4Sandbox,
-			DstHwAddress: make([]byte, 6), DstProtAddress: ip4Peer})
-	ping := serialize(t,
-		&layers.Ethernet{SrcMAC: macSandbox, DstMAC: macRouter, EthernetType: layers.EthernetTypeIPv4},
-		&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: ip4Sandbox, DstIP: ip4Peer},
-		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0)})
-	// A UDP datagram's second fragment: no ports to decide on.
-	frag := serialize(t,
-		&layers.Ethernet{SrcMAC: macSandbox, DstMAC: macRouter, EthernetType: layers.EthernetTypeIPv4},
-		&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: ip4Sandbox, DstIP: ip4Peer, FragOffset: 185},
-		gopacket.Payload(make([]byte, 64)))
-	for name, f := range map[string][]byte{"arp": arp, "icmp echo": ping, "later fragment": frag} {
-		if p := parsePacket(f); p.hasFlow {
-			t.Errorf("%s: got flow %v, want none", name, p.flow)
+func TestParsePacketKinds(t *testing.T) {
+	ethv4 := &layers.Ethernet{SrcMAC: macSandbox, DstMAC: macRouter, EthernetType: layers.EthernetTypeIPv4}
+	ethv6 := &layers.Ethernet{SrcMAC: macSandbox, DstMAC: macRouter, EthernetType: layers.EthernetTypeIPv6}
+	v4 := func(proto layers.IPProtocol, frag uint16) *layers.IPv4 {
+		return &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: proto, SrcIP: ip4Sandbox, DstIP: ip4Peer, FragOffset: frag}
+	}
+	v6 := func(next layers.IPProtocol) *layers.IPv6 {
+		return &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: next, SrcIP: ip6Sandbox, DstIP: ip6Peer}
+	}
+	// A bare TCP SYN header, 40000 -> 443 (its checksum does not matter
+	// here).
+	tcp := gopacket.Payload{0x9c, 0x40, 0x01, 0xbb, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0}
+	icmp6 := func(typ uint8) []byte {
+		ip := v6(layers.IPProtocolICMPv6)
+		l := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, 0)}
+		_ = l.SetNetworkLayerForChecksum(ip)
+		return serialize(t, ethv6, ip, l, gopacket.Payload(make([]byte, 20)))
+	}
+	sb4, peer4 := addrs(false)
+	sb6, peer6 := addrs(true)
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		kind  packetKind
+		flow  Flow
+	}{
+		{"arp", serialize(t,
+			&layers.Ethernet{SrcMAC: macSandbox, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP},
+			&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+				Operation: layers.ARPRequest, SourceHwAddress: macSandbox, SourceProtAddress: ip4Sandbox,
+				DstHwAddress: make([]byte, 6), DstProtAddress: ip4Peer}), notIP, Flow{}},
+		{"icmp echo request", serialize(t, ethv4, v4(layers.IPProtocolICMPv4, 0),
+			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0)}),
+			echoRequest, Flow{Proto: ICMP, Src: netip.AddrPortFrom(sb4, 0), Dst: netip.AddrPortFrom(peer4, 0)}},
+		{"icmp error", serialize(t, ethv4, v4(layers.IPProtocolICMPv4, 0),
+			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, 3)}), control, Flow{}},
+		{"icmpv6 echo request", icmp6(layers.ICMPv6TypeEchoRequest),
+			echoRequest, Flow{Proto: ICMPv6, Src: netip.AddrPortFrom(sb6, 0), Dst: netip.AddrPortFrom(peer6, 0)}},
+		{"neighbour solicitation", icmp6(layers.ICMPv6TypeNeighborSolicitation), control, Flow{}},
+		{"gre", serialize(t, ethv4, v4(layers.IPProtocolGRE, 0), gopacket.Payload(make([]byte, 8))),
+			flowPacket, Flow{Proto: Proto(47), Src: netip.AddrPortFrom(sb4, 0), Dst: netip.AddrPortFrom(peer4, 0)}},
+		// A UDP datagram's second fragment: its first was decided.
+		{"later fragment", serialize(t, ethv4, v4(layers.IPProtocolUDP, 185), gopacket.Payload(make([]byte, 64))), control, Flow{}},
+		// A first fragment too short for the TCP header (RFC 1858).
+		{"tiny first fragment", func() []byte {
+			f := serialize(t, ethv4, v4(layers.IPProtocolTCP, 0), gopacket.Payload(make([]byte, 8)))
+			f[ethHeaderLen+6] |= 0x20 // more fragments
+			return f
+		}(), unreadable, Flow{}},
+		{"tcp behind hop-by-hop and destination options", serialize(t, ethv6, v6(layers.IPProtocolIPv6HopByHop),
+			gopacket.Payload([]byte{60, 0, 1, 4, 0, 0, 0, 0}), gopacket.Payload([]byte{6, 0, 1, 4, 0, 0, 0, 0}), tcp),
+			flowPacket, Flow{Proto: TCP, Src: netip.AddrPortFrom(sb6, 40000), Dst: netip.AddrPortFrom(peer6, 443)}},
+		{"header chain past the first buffer", func() []byte {
+			// Nine destination-options headers: more than maxExtHeaders.
+			var ext []byte
+			for range 9 {
+				ext = append(ext, 60, 0, 1, 4, 0, 0, 0, 0)
+			}
+			ext[len(ext)-8] = 6
+			return serialize(t, ethv6, v6(layers.IPProtocolIPv6Destination), gopacket.Payload(ext), tcp)
+		}(), unreadable, Flow{}},
+	} {
+		p := parsePacket(tc.frame)
+		if p.kind != tc.kind || (p.hasFlow() && p.flow != tc.flow) {
+			t.Errorf("%s: kind %d flow %v, want kind %d flow %v", tc.name, p.kind, p.flow, tc.kind, tc.flow)
 		}
 	}
 }
@@ -121,12 +168,12 @@ func TestParsePacketTruncated(t *testing.T) {
 	}
 	for i, f := range frames {
 		full := parsePacket(f)
-		if !full.hasFlow {
+		if !full.hasFlow() {
 			t.Fatalf("frame %d: no flow", i)
 		}
 		for n := range len(f) {
 			p := parsePacket(f[:n])
-			if p.hasFlow && n < full.l4+4 {
+			if p.kind == flowPacket && n < full.l4+4 {
 				t.Errorf("frame %d cut at %d bytes: got a flow from a partial header", i, n)
 			}
 			_ = refusal(f[:n], p)
@@ -135,13 +182,13 @@ func TestParsePacketTruncated(t *testing.T) {
 	// A TCP data offset past the IP length, an IHL below 5.
 	bad := frame(t, false, &layers.TCP{SrcPort: 1, DstPort: 2, SYN: true}, nil)
 	bad[ethHeaderLen+20+12] = 0xf0
-	if p := parsePacket(bad); p.hasFlow {
-		t.Errorf("TCP data offset 60 in a 20-byte segment: got flow %v", p.flow)
+	if p := parsePacket(bad); p.kind != unreadable {
+		t.Errorf("TCP data offset 60 in a 20-byte segment: got kind %d flow %v, want unreadable", p.kind, p.flow)
 	}
 	bad = frame(t, false, &layers.UDP{SrcPort: 1, DstPort: 2}, nil)
 	bad[ethHeaderLen] = 0x44
-	if p := parsePacket(bad); p.hasFlow {
-		t.Errorf("IHL 4: got flow %v", p.flow)
+	if p := parsePacket(bad); p.kind != unreadable {
+		t.Errorf("IHL 4: got kind %d flow %v, want unreadable", p.kind, p.flow)
 	}
 }
 

@@ -36,7 +36,7 @@ const (
 // UDP as much of the datagram as was read); p is its parse. It returns nil
 // when there is nothing to send.
 func refusal(head []byte, p packetInfo) []byte {
-	if !p.hasFlow {
+	if p.kind != flowPacket {
 		return nil
 	}
 	switch p.flow.Proto {
