@@ -453,9 +453,6 @@ func (c Config) DNSOn() bool { return c.DNS || c.DNSUpstream != "" }
 // anything.
 func (c Config) CheckImplemented() error {
 	var errs []error
-	if c.XDP.Mode == XDPRedirect || c.XDP.Mode == XDPTunnel {
-		errs = append(errs, fmt.Errorf("--xdp %v: re-originating the sandbox's flows over an XDP NIC is %w; use --xdp ns or off", c.XDP, ErrNotImplemented))
-	}
 	for _, set := range []struct {
 		allow bool
 		vals  []string

@@ -54,7 +54,7 @@ func (u *uplink) handleICMPv6(_ stack.TransportEndpointID, pkt *stack.PacketBuff
 }
 
 func (u *uplink) forwardEcho(pkt *stack.PacketBuffer, src, dst netip.Addr, ident, seq uint16) bool {
-	if u.gateways[dst] {
+	if u.gateways[dst] || u.local[dst] || !u.fromSandbox(src) {
 		return false
 	}
 	to, ok := u.target(dst)
@@ -85,7 +85,7 @@ func (u *uplink) forwardEcho(pkt *stack.PacketBuffer, src, dst netip.Addr, ident
 		defer u.end(nil)
 		defer func() { <-u.pings }()
 		defer u.contain("echo request", nil)
-		payload, err := u.ping(req)
+		payload, err := u.dial.ping(u.ctx, req)
 		if err != nil {
 			u.log.Debug("uplink: echo request not answered", "dst", req.to, "err", err)
 			return

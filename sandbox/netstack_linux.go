@@ -82,6 +82,11 @@ func (n *netstack) CreateLinksAndRoutes() error {
 	n.links = links
 	sl, _ := a.StackLink()
 	n.uplink = newUplink(n.s, links.NIC(sl.Name), *a, env.UplinkNS, env.policy, env.Logger)
+	if x, ok := uplinkXDPLink(a); ok {
+		// --xdp redirect/tunnel: flows leave from the netstack over the
+		// XDP NIC instead of host sockets.
+		n.uplink.useNetstack(links.NIC(x.Name), x)
+	}
 	if env.DNS.IsValid() {
 		n.uplink.dns, n.uplink.names = env.DNS, env.names
 	}

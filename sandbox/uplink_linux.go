@@ -65,6 +65,14 @@ type uplink struct {
 	dns   netip.AddrPort
 	names *nameTable
 	log   *slog.Logger
+	// dial re-originates flows: host sockets, or the netstack over an XDP
+	// NIC (useNetstack).
+	dial dialer
+	// local are the netstack's own addresses on an XDP uplink NIC;
+	// sandboxOnly refuses flows from sources outside the sandbox's
+	// subnets (set with an XDP uplink NIC).
+	local       map[netip.Addr]bool
+	sandboxOnly bool
 
 	ctx    context.Context // cancelled by close: stops dials in progress
 	cancel context.CancelFunc
@@ -94,7 +102,9 @@ func newUplink(s *stack.Stack, nic tcpip.NICID, a Args, nsFD int, policy *Policy
 		log:      log,
 		pings:    make(chan struct{}, maxPingsInFlight),
 		conns:    map[io.Closer]struct{}{},
+		local:    map[netip.Addr]bool{},
 	}
+	u.dial = hostDialer{u}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	u.guard = dataplane.NewFaultGuard(dataplane.FaultOptions{Logger: log}, &u.faults, 1)
 	for _, r := range a.NAT {
@@ -158,7 +168,7 @@ func (u *uplink) target(dst netip.Addr) (netip.Addr, bool) {
 	if to, ok := u.nat[dst]; ok {
 		return to, true
 	}
-	if u.gateways[dst] {
+	if u.gateways[dst] || u.local[dst] {
 		return netip.Addr{}, false
 	}
 	for _, p := range u.subnets {
@@ -229,7 +239,7 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 		// upstream; not subject to the policy, which it feeds.
 		u.names.queriesTCP.Add(1)
 		dst, ok = u.dns.Addr(), true
-	} else if !ok {
+	} else if !ok || !u.fromSandbox(toAddr(id.RemoteAddress)) {
 		r.Complete(true) // refused: RST the SYN
 		completed = true
 		return
@@ -243,17 +253,11 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	ctx, cancel := context.WithTimeout(u.ctx, dialTimeout)
 	defer cancel()
-	var host net.Conn
-	err := u.inNS(func() error {
-		var d net.Dialer
-		var err error
-		port := id.LocalPort
-		if dnsFlow {
-			port = u.dns.Port()
-		}
-		host, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(dst, port).String())
-		return err
-	})
+	port := id.LocalPort
+	if dnsFlow {
+		port = u.dns.Port()
+	}
+	host, err := u.dial.dialTCP(ctx, netip.AddrPortFrom(dst, port))
 	if err != nil {
 		u.log.Debug("uplink: TCP dial failed; resetting the sandbox's SYN", "dst", dst, "port", id.LocalPort, "err", err)
 		r.Complete(true)
@@ -285,7 +289,7 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 		if dnsFlow {
 			tee = &dnsStream{t: u.names}
 		}
-		splice(gonet.NewTCPConn(&wq, ep), ep, host.(*net.TCPConn), tee, u.flowFault)
+		splice(gonet.NewTCPConn(&wq, ep), ep, host, tee, u.flowFault)
 	}()
 }
 
@@ -298,7 +302,7 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 // tee, when not nil, sees every byte from the host to the sandbox. fault,
 // when not nil, is told of a panic in either direction, which then fails
 // like an error (both connections reset).
-func splice(sb *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn, tee io.Writer, fault func(any)) {
+func splice(sb *gonet.TCPConn, ep tcpip.Endpoint, host flowConn, tee io.Writer, fault func(any)) {
 	errc := make(chan error, 2)
 	contain := func() {
 		if v := recover(); v != nil {
@@ -333,8 +337,7 @@ func splice(sb *gonet.TCPConn, ep tcpip.Endpoint, host *net.TCPConn, tee io.Writ
 		if err := <-errc; err != nil && !failed {
 			failed = true
 			// Unblock the other direction and pass the reset on.
-			_ = host.SetLinger(0)
-			host.Close()
+			host.Abort()
 			ep.Abort()
 		}
 	}
@@ -375,7 +378,7 @@ func (u *uplink) handleUDP(r *udp.ForwarderRequest) bool {
 	if dnsFlow {
 		dst, port, ok = u.dns.Addr(), u.dns.Port(), true
 	}
-	if !ok {
+	if !ok || !u.fromSandbox(toAddr(id.RemoteAddress)) {
 		return false // the stack answers with ICMP port unreachable
 	}
 	// Decided once per flow: later datagrams of an allowed flow go to
@@ -384,12 +387,7 @@ func (u *uplink) handleUDP(r *udp.ForwarderRequest) bool {
 	if !dnsFlow && !u.policy.Decide("udp", netip.AddrPortFrom(toAddr(id.RemoteAddress), id.RemotePort), netip.AddrPortFrom(toAddr(id.LocalAddress), id.LocalPort)) {
 		return false
 	}
-	var host net.Conn
-	err := u.inNS(func() error {
-		var err error
-		host, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, port)))
-		return err
-	})
+	host, err := u.dial.dialUDP(netip.AddrPortFrom(dst, port))
 	if err != nil {
 		u.log.Debug("uplink: UDP socket failed", "dst", dst, "port", id.LocalPort, "err", err)
 		return false

@@ -157,6 +157,12 @@ func (c Config) checkXDP(f HostFacts) error {
 		}
 	}
 	if c.XDP.Mode == XDPRedirect || c.XDP.Mode == XDPTunnel {
+		if c.AllowHostLoopback {
+			bad("--allow-host-loopback with --xdp %v: flows leave from the netstack over %s, where the uplink namespace's loopback is out of reach; drop it", c.XDP, c.XDP.Interface)
+		}
+		if len(c.Publish) > 0 {
+			bad("--publish with --xdp %v: %w (the listeners would have to be the netstack's, on %s); drop --publish or use --xdp ns", c.XDP, ErrNotImplemented, c.XDP.Interface)
+		}
 		if f.XDPNIC == nil {
 			bad("--xdp %v: no facts about %s were gathered", c.XDP, c.XDP.Interface)
 		} else if f.XDPNIC.MTU > XDPMaxFrameMTU {

@@ -70,13 +70,10 @@ func (n *netstack) xdpOpener() XDPOpener {
 			msg := fmt.Sprintf("sandbox: --xdp %v: the netstack owns %s on %s (%s), MAC %v, %d AF_XDP queues in %s mode",
 				XDPConfig{Mode: l.Mode, Interface: l.Interface}, joinPrefixes(l.Addresses), l.Interface, l.AddressSource,
 				link.Sockets.HardwareAddr(), link.Sockets.Len(), ep.Mode())
-			if l.AddressSource == "--uplink-addr" {
-				env.Logger.Info(msg)
-			} else {
-				// The host loses what it had on these addresses: say so
-				// where a user sees it.
-				env.Logger.Warn(msg)
-			}
+			// A warning, so that it shows at sluice's default level: the
+			// netstack now takes traffic off a host NIC, and with the
+			// NIC's own addresses the host loses what it had on them.
+			env.Logger.Warn(msg)
 		}
 		return OpenedLink{
 			Endpoint: lep,

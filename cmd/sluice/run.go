@@ -65,10 +65,17 @@ AF_XDP: --xdp ns reads the stack's end of the veth with AF_XDP sockets (one
 per --num-network-channels queue, copy mode on a veth) instead of packet
 sockets; the veth then carries an XDP program, which the kernel allows up to
 MTU 3506, the automatic --mtu in that mode. --stats says which mode each
-queue ran and the kernel's AF_XDP counters.
+queue ran and the kernel's AF_XDP counters. --xdp redirect:IFACE and
+--xdp tunnel:IFACE give the netstack a second NIC on IFACE (a NIC of the
+uplink namespace) through AF_XDP, owning --uplink-addr CIDR (or, without it,
+the NIC's own addresses, taken over), with default routes through the NIC's
+gateways (or --uplink-gateway); the sandbox's flows are then re-originated
+from the netstack over that NIC, not from host sockets. Redirect mode takes
+only the frames for the netstack's addresses; tunnel mode takes all of the
+NIC's traffic but SSH (port 22), which stays with the host.
 
 Accepted and validated but not implemented yet (they fail before the command
-starts): --xdp redirect:IFACE and tunnel:IFACE, --buffer-pooling=false.
+starts): --publish with --xdp redirect or tunnel, --buffer-pooling=false.
 
 Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW), except --network host.`, strings.Join(sandbox.Stacks(), ", ")),
 		Example: `  sluice run -- curl -sS http://example.com/
