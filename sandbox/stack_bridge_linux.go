@@ -179,7 +179,10 @@ func (b *bridgeStack) Init(initStr string, fds []int) error {
 		B:      bridge.Side{FDs: fds[cfg.channels:], Name: bridge.StackDevName},
 		Mode:   cfg.dispatch,
 		Decide: b.decide,
-		Logger: b.env.Logger,
+		// The sandbox sends from its subnets only: anything else would
+		// leave the uplink unmasqueraded.
+		Sources: b.env.Args.Uplink.Subnets,
+		Logger:  b.env.Logger,
 	}
 	if tap := b.env.Tap; tap != nil {
 		opts.Hook = tapHook(tap)

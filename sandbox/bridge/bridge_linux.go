@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,12 @@ type Options struct {
 	// concurrently; the Frame is valid only during the call. nil passes
 	// everything.
 	Hook func(dir Direction, f *Frame) Verdict
+	// Sources are the addresses the sandbox may send from (its subnets):
+	// an egress IP packet from any other source is dropped, so that a
+	// sandbox cannot spoof its way past the uplink's masquerade onto the
+	// network beyond. IPv6 link-local and unspecified sources (neighbour
+	// discovery) always pass. Empty: no check.
+	Sources []netip.Prefix
 	// MaxFlows and IdleTimeout bound the flow table. Defaults:
 	// DefaultMaxFlows, DefaultIdleTimeout.
 	MaxFlows    int
@@ -291,8 +298,14 @@ func (b *Bridge) Stats() Stats {
 
 // policy returns what the flow table says about a frame read in dir.
 func (b *Bridge) policy(dir Direction, p packetInfo) Verdict {
+	if p.kind == notIP {
+		return Pass
+	}
+	if dir == Egress && !b.sourceOK(p.src) {
+		return Drop
+	}
 	switch p.kind {
-	case notIP, control:
+	case control:
 		return Pass
 	case unreadable:
 		return Drop
@@ -327,6 +340,23 @@ func (b *Bridge) policy(dir Direction, p packetInfo) Verdict {
 	// Nothing to answer a denied ping or other protocol with that the
 	// sender would take for a refusal; drop it.
 	return Drop
+}
+
+// sourceOK reports whether the sandbox may send from src (invalid: an IP
+// header too short to read, which the policy drops anyway).
+func (b *Bridge) sourceOK(src netip.Addr) bool {
+	if len(b.opts.Sources) == 0 || !src.IsValid() {
+		return true
+	}
+	if src.Is6() && (src.IsLinkLocalUnicast() || src.IsUnspecified()) {
+		return true
+	}
+	for _, p := range b.opts.Sources {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
 }
 
 // forward handles a batch read on the side of dir: every frame the policy

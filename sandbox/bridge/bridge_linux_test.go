@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,7 +295,9 @@ func TestPolicyRefusesAndDrops(t *testing.T) {
 	testenv.RequireRoot(t)
 	tp := newTopo(t)
 	var decided sync.Map // flows Decide was asked about
-	b := tp.start(t, bridge.Options{Mode: dataplane.RecvMMsg, Decide: func(f bridge.Flow) bool {
+	b := tp.start(t, bridge.Options{Mode: dataplane.RecvMMsg, Sources: []netip.Prefix{
+		netip.MustParsePrefix("10.77.0.0/28"), netip.MustParsePrefix("fd77::/64"),
+	}, Decide: func(f bridge.Flow) bool {
 		decided.Store(f.String(), true)
 		return f.Dst.Port() != 9
 	}}, 1)
@@ -350,6 +353,25 @@ func TestPolicyRefusesAndDrops(t *testing.T) {
 	s := b.Stats()
 	if s.FlowsDenied != 4 || s.Egress.Refused < 4 || s.Egress.Answers < 4 {
 		t.Errorf("stats %+v: want 4 flows denied, and at least 4 frames refused and answered", s)
+	}
+	// A spoofed source: dropped before the policy sees it.
+	testenv.IP(t, tp.client, "addr", "add", "10.77.0.99/32", "dev", "c0")
+	before = b.Stats().Egress.Dropped
+	var spoof net.Conn
+	testenv.Do(t, tp.client, func() (err error) {
+		spoof, err = (&net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP("10.77.0.99")}}).Dial("udp", net.JoinHostPort(serverIP, "7"))
+		return err
+	})
+	defer spoof.Close()
+	for range 3 {
+		_, _ = spoof.Write([]byte("spoofed"))
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for b.Stats().Egress.Dropped < before+3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d := b.Stats().Egress.Dropped - before; d < 3 {
+		t.Errorf("egress dropped %d of 3 datagrams from a source outside Sources", d)
 	}
 	n := 0
 	decided.Range(func(k, _ any) bool { n++; return true })

@@ -107,7 +107,8 @@ const (
 // packetInfo is what the bridge reads from a frame's headers.
 type packetInfo struct {
 	kind     packetKind
-	flow     Flow // valid for flowPacket and echoRequest
+	flow     Flow       // valid for flowPacket and echoRequest
+	src      netip.Addr // the IP source, when the IP header was read
 	l3, l4   int  // offsets of the IP and transport headers in the frame
 	ipv6     bool
 	tcpFlags uint8
@@ -162,6 +163,7 @@ func parsePacket(head []byte) (p packetInfo) {
 		proto = b[9]
 		src = netip.AddrFrom4([4]byte(b[12:16]))
 		dst = netip.AddrFrom4([4]byte(b[16:20]))
+		p.src = src
 		if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
 			// A later fragment: no transport header.
 			p.kind = control
@@ -177,6 +179,7 @@ func parsePacket(head []byte) (p packetInfo) {
 		proto = b[6]
 		src = netip.AddrFrom16([16]byte(b[8:24]))
 		dst = netip.AddrFrom16([16]byte(b[24:40]))
+		p.src = src
 		p.ipv6 = true
 		p.payload = int(binary.BigEndian.Uint16(b[4:]))
 		l4 := off + 40
