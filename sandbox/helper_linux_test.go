@@ -29,7 +29,9 @@ import (
 // its stdin and stdout: it prints "ready", waits for a line on stdin before
 // it starts (so the test can take its baseline), prints "result ..." or
 // "error ...", and then stays until its stdin is closed (so the test can
-// measure the sandbox at rest with the flows over).
+// measure the sandbox at rest with the flows over). The echo client also
+// prints "holding" once every connection has echoed, and waits for a line
+// before it closes them (so the test can measure idle flows).
 const helperEnv = "SLUICE_TEST_HELPER"
 
 // Helper parameters, in the environment.
@@ -73,9 +75,9 @@ func envInt(name string) (int, error) {
 }
 
 // awaitGo prints "ready" and waits for the test's go-ahead line.
-func awaitGo() error {
+func awaitGo(in *bufio.Reader) error {
 	fmt.Println("ready")
-	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+	if _, err := in.ReadString('\n'); err != nil {
 		return fmt.Errorf("wait for the go-ahead: %w", err)
 	}
 	return nil
@@ -90,43 +92,56 @@ func seeded(i, size int) []byte {
 	return b
 }
 
-// echoOnce sends connection i's bytes on c, half-closes, and checks that
-// exactly the same bytes come back before the peer's FIN.
-func echoOnce(c *net.TCPConn, i, size int) error {
+// echoData sends connection i's bytes on c and checks that the same bytes
+// come back, leaving the connection open.
+func echoData(c *net.TCPConn, i, size int) error {
 	_ = c.SetDeadline(time.Now().Add(helperTimeout))
 	want := seeded(i, size)
 	werr := make(chan error, 1)
 	go func() {
 		_, err := c.Write(want)
-		if err == nil {
-			err = c.CloseWrite()
-		}
 		werr <- err
 	}()
-	got, err := io.ReadAll(c)
+	got := make([]byte, size)
+	n, err := io.ReadFull(c, got)
 	if e := <-werr; e != nil {
 		return fmt.Errorf("connection %d: send: %w", i, e)
 	}
 	if err != nil {
-		return fmt.Errorf("connection %d: read the echo after %d bytes: %w", i, len(got), err)
+		return fmt.Errorf("connection %d: read the echo after %d bytes: %w", i, n, err)
 	}
 	if !bytes.Equal(got, want) {
-		return fmt.Errorf("connection %d: echo differs: %d bytes back of %d sent", i, len(got), len(want))
+		return fmt.Errorf("connection %d: the echo differs from what was sent", i)
+	}
+	return nil
+}
+
+// echoClose half-closes c and checks that the peer's FIN follows, with no
+// more bytes.
+func echoClose(c *net.TCPConn, i int) error {
+	_ = c.SetDeadline(time.Now().Add(helperTimeout))
+	if err := c.CloseWrite(); err != nil {
+		return fmt.Errorf("connection %d: half-close: %w", i, err)
+	}
+	if rest, err := io.ReadAll(c); err != nil || len(rest) > 0 {
+		return fmt.Errorf("connection %d: after the FIN: %d more bytes, %v; want EOF", i, len(rest), err)
 	}
 	return nil
 }
 
 // echoMany opens n connections with dial, waits until all are open at once,
-// then runs echoOnce on each concurrently. It returns the bytes verified
-// (each way) and the first errors.
-func echoMany(n, size int, dial func() (*net.TCPConn, error)) (int64, []error) {
+// then echoes size bytes on each concurrently (echoData). When held is not
+// nil, it is called once every echo is in, with all the connections still
+// open and idle. Then each connection closes (echoClose). It returns the
+// bytes verified (each way) and the first errors.
+func echoMany(n, size int, dial func() (*net.TCPConn, error), held func()) (int64, []error) {
 	var (
-		opened sync.WaitGroup
-		done   sync.WaitGroup
-		start  = make(chan struct{})
-		bytes  atomic.Int64
-		mu     sync.Mutex
-		errs   []error
+		opened, echoed, done sync.WaitGroup
+		start                = make(chan struct{})
+		hold                 = make(chan struct{})
+		verified             atomic.Int64
+		mu                   sync.Mutex
+		errs                 []error
 	)
 	fail := func(err error) {
 		mu.Lock()
@@ -136,6 +151,7 @@ func echoMany(n, size int, dial func() (*net.TCPConn, error)) (int64, []error) {
 		}
 	}
 	opened.Add(n)
+	echoed.Add(n)
 	done.Add(n)
 	for i := range n {
 		go func() {
@@ -143,22 +159,35 @@ func echoMany(n, size int, dial func() (*net.TCPConn, error)) (int64, []error) {
 			c, err := dial()
 			opened.Done()
 			if err != nil {
+				echoed.Done()
 				fail(fmt.Errorf("connection %d: dial: %w", i, err))
 				return
 			}
 			defer c.Close()
 			<-start
-			if err := echoOnce(c, i, size); err != nil {
+			err = echoData(c, i, size)
+			echoed.Done()
+			if err != nil {
 				fail(err)
 				return
 			}
-			bytes.Add(int64(size))
+			<-hold
+			if err := echoClose(c, i); err != nil {
+				fail(err)
+				return
+			}
+			verified.Add(int64(size))
 		}()
 	}
 	opened.Wait()
 	close(start)
+	echoed.Wait()
+	if held != nil {
+		held()
+	}
+	close(hold)
 	done.Wait()
-	return bytes.Load(), errs
+	return verified.Load(), errs
 }
 
 // helperEchoClient opens helperConns connections to helperAddr at once and
@@ -173,7 +202,8 @@ func helperEchoClient() error {
 		return err
 	}
 	addr := os.Getenv(helperAddr)
-	if err := awaitGo(); err != nil {
+	in := bufio.NewReader(os.Stdin)
+	if err := awaitGo(in); err != nil {
 		return err
 	}
 	began := time.Now()
@@ -184,12 +214,17 @@ func helperEchoClient() error {
 			return nil, err
 		}
 		return c.(*net.TCPConn), nil
+	}, func() {
+		// Every connection echoed and is idle: the test measures,
+		// then lets them close.
+		fmt.Println("holding")
+		_, _ = in.ReadString('\n')
 	})
 	if len(errs) > 0 {
 		return fmt.Errorf("%d bytes verified; first errors: %v", total, errors.Join(errs...))
 	}
 	fmt.Printf("result conns=%d bytes=%d duration=%v\n", n, total, time.Since(began).Round(time.Millisecond))
-	_, _ = io.Copy(io.Discard, os.Stdin)
+	_, _ = io.Copy(io.Discard, in)
 	return nil
 }
 

@@ -56,13 +56,17 @@ func TestLoadUplink(t *testing.T) {
 	began := time.Now()
 	stop := sampleMax()
 	h.send("go")
-	res := h.expect("result", helperTimeout+time.Minute)
+	h.expect("holding", helperTimeout+time.Minute)
 	took := time.Since(began)
 	peak := stop()
+	idle := measure()
+	h.send("close")
+	res := h.expect("result", helperTimeout)
 	u2 := settle(u1, loadSettle)
-	t.Logf("%s (%v through the sandbox)", res, took.Round(time.Millisecond))
+	t.Logf("%s; echoes took %v", res, took.Round(time.Millisecond))
 	t.Logf("sandbox up, before the flows: %v", u1)
 	t.Logf("sandbox up, during the flows: at most %v", peak)
+	t.Logf("sandbox up, %d flows open and idle: %v", loadConns, idle)
 	t.Logf("sandbox up, after the flows:  %v", u2)
 	checkBack(t, "sandbox running, flows over", u1, u2)
 
@@ -93,6 +97,10 @@ func TestLoadPublish(t *testing.T) {
 
 	began := time.Now()
 	stop := sampleMax()
+	var (
+		took       time.Duration
+		peak, idle usage
+	)
 	// Each connection is opened on a thread in the uplink namespace; its
 	// socket stays there.
 	d := net.Dialer{Timeout: helperTimeout}
@@ -107,16 +115,19 @@ func TestLoadPublish(t *testing.T) {
 			return nil, err
 		}
 		return c.(*net.TCPConn), nil
+	}, func() {
+		took = time.Since(began)
+		peak = stop()
+		idle = measure()
 	})
-	took := time.Since(began)
-	peak := stop()
 	if len(errs) > 0 {
 		t.Fatalf("%d bytes verified; first errors: %v\nsandbox stderr: %s", total, errors.Join(errs...), h.errText())
 	}
 	u2 := settle(u1, loadSettle)
-	t.Logf("conns=%d bytes=%d each way through --publish in %v", loadConns, total, took.Round(time.Millisecond))
+	t.Logf("conns=%d bytes=%d each way through --publish; echoes took %v", loadConns, total, took.Round(time.Millisecond))
 	t.Logf("sandbox up, before the flows: %v", u1)
 	t.Logf("sandbox up, during the flows: at most %v (the test's own client sockets included)", peak)
+	t.Logf("sandbox up, %d flows open and idle: %v (the same)", loadConns, idle)
 	t.Logf("sandbox up, after the flows:  %v", u2)
 	checkBack(t, "sandbox running, flows over", u1, u2)
 	if total != loadConns*loadSize {
