@@ -368,13 +368,18 @@ type runningSluice struct {
 	held   map[string]bool
 }
 
-// startSluice runs `sluice run --uplink-netns ns -- argv...` with env added
-// to its environment (which the command inherits).
+// startSluice runs `sluice run --uplink-netns ns -- argv...` (with ns "",
+// `sluice run argv...`) with env added to its environment, which the
+// command inherits.
 func startSluice(t *testing.T, ns string, env []string, argv ...string) *runningSluice {
 	t.Helper()
 	requireSluice(t)
 	r := &runningSluice{lines: make(chan string, 16), stderr: &syncBuffer{}, waited: make(chan struct{})}
-	r.cmd = exec.Command(sluiceBin, append([]string{"run", "--uplink-netns", ns, "--"}, argv...)...)
+	args := []string{"run"}
+	if ns != "" {
+		args = append(args, "--uplink-netns", ns, "--")
+	}
+	r.cmd = exec.Command(sluiceBin, append(args, argv...)...)
 	r.cmd.Env = append(os.Environ(), env...)
 	r.cmd.Stderr = r.stderr
 	var err error

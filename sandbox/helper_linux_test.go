@@ -93,9 +93,8 @@ func seeded(i, size int) []byte {
 }
 
 // echoData sends connection i's bytes on c and checks that the same bytes
-// come back, leaving the connection open.
+// come back, leaving the connection open. The caller sets c's deadline.
 func echoData(c *net.TCPConn, i, size int) error {
-	_ = c.SetDeadline(time.Now().Add(helperTimeout))
 	want := seeded(i, size)
 	werr := make(chan error, 1)
 	go func() {
@@ -165,6 +164,7 @@ func echoMany(n, size int, dial func() (*net.TCPConn, error), held func()) (int6
 			}
 			defer c.Close()
 			<-start
+			_ = c.SetDeadline(time.Now().Add(helperTimeout))
 			err = echoData(c, i, size)
 			echoed.Done()
 			if err != nil {

@@ -5,11 +5,17 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sluicenet/sluice/internal/netns"
+	"github.com/sluicenet/sluice/internal/testenv"
 )
 
 // Load: loadConns connections open at once, each echoing loadSize bytes of
@@ -140,4 +146,111 @@ func TestLoadPublish(t *testing.T) {
 	u3 := settle(u0, loadSettle)
 	t.Logf("before the sandbox: %v; after Close: %v; peak RSS %d MiB", u0, u3, peak.hwmKiB>>10)
 	checkBack(t, "sandbox closed", u0, u3)
+}
+
+// TestLoadOutOfDescriptors runs the built sluice with a published echo
+// server and lowers sluice's RLIMIT_NOFILE under it (prlimit) so that more
+// clients arrive than it has descriptors for. sluice must say why it is
+// refusing them, keep the published port, and serve a new client once the
+// others have gone.
+func TestLoadOutOfDescriptors(t *testing.T) {
+	ns := serverNS(t)
+	const published = "127.0.0.1:17102"
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startSluice(t, "", []string{helperEnv + "=echo-server", helperAddr + "=:7100"},
+		"--uplink-netns", ns, "--publish", published+":7100", "--", exe, "-test.run=^$")
+	r.expect(t, "ready", time.Minute)
+	t0 := time.Now()
+	pid := r.cmd.Process.Pid
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	const spare = 16
+	var old unix.Rlimit
+	lim := unix.Rlimit{Cur: uint64(len(fds) + spare), Max: 0}
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim.Max = old.Max
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sluice holds %d descriptors; its limit is now %d (was %d)", len(fds), lim.Cur, old.Cur)
+
+	// Four times as many clients as sluice has spare descriptors, all
+	// held open: the first get through, the others wait or fail.
+	const clients = 4 * spare
+	var conns []*net.TCPConn
+	testenv.Do(t, ns, func() error {
+		for range clients {
+			c, err := net.DialTimeout("tcp", published, 5*time.Second)
+			if err != nil {
+				return err
+			}
+			conns = append(conns, c.(*net.TCPConn))
+		}
+		return nil
+	})
+	served := 0
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			if echoData(c, i, 1000) == nil {
+				mu.Lock()
+				served++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, c := range conns {
+		c.Close()
+	}
+	t.Logf("%d of %d clients served with %d spare descriptors (%v since start)", served, clients, spare, time.Since(t0).Round(time.Millisecond))
+	// A few descriptors more or less than counted may be free (a
+	// pipe or timer of the runtime), but not for most clients.
+	if served == 0 || served > clients/2 {
+		t.Errorf("%d clients served; want some, but not most of %d", served, clients)
+	}
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// The port still works once descriptors are free again.
+	var errLast error
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		testenv.Do(t, ns, func() error {
+			c, err := net.DialTimeout("tcp", published, 5*time.Second)
+			if err != nil {
+				errLast = err
+				return nil
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			errLast = echoData(c.(*net.TCPConn), 0, 1000)
+			return nil
+		})
+		if errLast == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("served again after descriptors were freed (%v since start)", time.Since(t0).Round(time.Millisecond))
+	if errLast != nil {
+		t.Errorf("the published port does not serve after descriptors were freed: %v\nstderr: %s", errLast, r.stderr)
+	}
+	if s := r.stderr.String(); !strings.Contains(s, "too many open files") || !strings.Contains(s, "RLIMIT_NOFILE") {
+		t.Errorf("sluice's stderr does not say it ran out of descriptors:\n%s", s)
+	}
+	t.Logf("sluice's stderr:\n%s", r.stderr)
+	r.stdin.Close()
+	if code := r.wait(t, time.Minute); code != 0 {
+		t.Errorf("exit status %d\nstderr: %s", code, r.stderr)
+	}
 }

@@ -77,11 +77,30 @@ func (u *uplink) fullAddr(a netip.AddrPort) tcpip.FullAddress {
 // serveTCP accepts on l until it is closed and splices each connection to
 // dst in the sandbox; one the sandbox refuses is reset.
 func (u *uplink) serveTCP(l *net.TCPListener, dst netip.AddrPort) {
+	var backoff time.Duration
 	for {
 		c, err := l.AcceptTCP()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors (EMFILE, ENFILE) or kernel memory:
+			// the listener is fine and the clients wait in its
+			// backlog, so wait and retry, as net/http's Server does.
+			// Returning would close the port for good once the
+			// listener is collected.
+			if !u.outOfDescriptors("publish: accept", err) {
+				u.log.Warn("publish: accept failed; retrying", "port", l.Addr(), "err", err)
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			select {
+			case <-u.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			continue
 		}
+		backoff = 0
 		if !u.begin(c) {
 			c.Close()
 			return

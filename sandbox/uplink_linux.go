@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -47,6 +48,10 @@ const (
 	maxPingsInFlight = 64
 	// pingTimeout is how long a forwarded echo request waits for its reply.
 	pingTimeout = 5 * time.Second
+	// descriptorWarnEvery spaces the warnings that the uplink is out of
+	// descriptors: under a flood of new flows each refused one would
+	// otherwise log a line.
+	descriptorWarnEvery = 10 * time.Second
 )
 
 // uplink terminates the sandbox's flows in the netstack and re-originates
@@ -87,6 +92,28 @@ type uplink struct {
 	// uplink by hand.
 	guard  *dataplane.FaultGuard
 	faults dataplane.Counters
+
+	fdWarned atomic.Int64 // when outOfDescriptors last warned, in Unix ns
+}
+
+// outOfDescriptors reports whether err says this process is out of file
+// descriptors (EMFILE, or ENFILE for the whole system), and if so warns, at
+// most once per descriptorWarnEvery: a flow refused for that reason is
+// sluice's limit, not the destination's, and the operator can raise it.
+func (u *uplink) outOfDescriptors(what string, err error) bool {
+	if !errors.Is(err, unix.EMFILE) && !errors.Is(err, unix.ENFILE) {
+		return false
+	}
+	now := time.Now().UnixNano()
+	last := u.fdWarned.Load()
+	if now-last < int64(descriptorWarnEvery) || !u.fdWarned.CompareAndSwap(last, now) {
+		return true
+	}
+	var lim unix.Rlimit
+	_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
+	u.log.Warn("uplink: out of file descriptors: new flows are refused until some close; raise sluice's RLIMIT_NOFILE (ulimit -n)",
+		"where", what, "limit", lim.Cur, "err", err)
+	return true
 }
 
 // newUplink installs the TCP, UDP and ICMP handlers of a on s.
@@ -259,6 +286,7 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	host, err := u.dial.dialTCP(ctx, netip.AddrPortFrom(dst, port))
 	if err != nil {
+		u.outOfDescriptors("TCP dial", err)
 		u.log.Debug("uplink: TCP dial failed; resetting the sandbox's SYN", "dst", dst, "port", id.LocalPort, "err", err)
 		r.Complete(true)
 		completed = true
@@ -389,6 +417,7 @@ func (u *uplink) handleUDP(r *udp.ForwarderRequest) bool {
 	}
 	host, err := u.dial.dialUDP(netip.AddrPortFrom(dst, port))
 	if err != nil {
+		u.outOfDescriptors("UDP socket", err)
 		u.log.Debug("uplink: UDP socket failed", "dst", dst, "port", id.LocalPort, "err", err)
 		return false
 	}
