@@ -530,3 +530,35 @@ func TestXDPUplinkKilled(t *testing.T) {
 		})
 	}
 }
+
+// TestXDPUplinkServices: DNS and the egress policy work when flows leave
+// from the netstack over --xdp redirect. The uplink namespace has no route
+// to the LAN's servers (its default route is deleted; --uplink-gateway
+// gives the netstack one), so a flow that went out through a host socket
+// would fail: every success here went through the netstack's NIC.
+func TestXDPUplinkServices(t *testing.T) {
+	if sluiceBin == "" {
+		testenv.Skip(t, "requires root to build and run sluice's sandbox")
+	}
+	n := newXDPLAN(t)
+	testenv.IP(t, n.H, "route", "del", "default")
+	testenv.IP(t, n.L, "addr", "add", "10.99.0.1/32", "dev", "lo")
+	testenv.IP(t, n.L, "addr", "add", "10.99.0.2/32", "dev", "lo")
+	dnsServer(t, n.L, "10.99.0.1:53")
+	serveData(t, listen(t, n.L, netip.MustParseAddrPort("10.99.0.1:8085")), 1000)
+	serveData(t, listen(t, n.L, netip.MustParseAddrPort("10.99.0.2:8085")), 1000)
+	script := `curl -sS --max-time 10 -o /dev/null -w 'svc %{size_download}\n' http://svc.test:8085/data; echo "svc exit $?"
+curl -sS --max-time 10 -o /dev/null http://other.test:8085/data; echo "other exit $?"
+curl -sS --max-time 10 -o /dev/null http://10.99.0.2:8085/data; echo "addr exit $?"
+ping -c 1 -W 2 10.99.0.1 >/dev/null; echo "ping exit $?"`
+	r := mustRun(t, "run", "--uplink-netns", n.H, "--xdp", "redirect:hv", "--uplink-addr", "192.0.2.7/24", "--uplink-gateway", "192.0.2.10",
+		"--dns-upstream", "10.99.0.1:53", "--deny", "all", "--allow", "svc.test", "--allow", "10.99.0.1/32", "--log-policy", "--", "sh", "-c", script)
+	for _, want := range []string{"svc 1000\nsvc exit 0", "other exit 7", "addr exit 7", "ping exit 0"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s\nstderr: %s", want, r.stdout, r.stderr)
+		}
+	}
+	if !strings.Contains(r.stderr, "-> 10.99.0.1:8085 (--allow svc.test)") || !strings.Contains(r.stderr, "deny tcp 10.0.2.100:") {
+		t.Errorf("policy log:\n%s", r.stderr)
+	}
+}
