@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sluicenet/sluice/internal/testenv"
 	"github.com/sluicenet/sluice/sandbox"
 )
@@ -487,6 +489,25 @@ func requireSluice(t *testing.T) {
 	t.Helper()
 	if sluiceBin == "" {
 		testenv.Skip(t, "requires root to build and run sluice's sandbox")
+	}
+}
+
+// needDescriptors raises this process's RLIMIT_NOFILE to at least n (as
+// root, the hard limit too): a load test holds both ends of its flows here,
+// and the commands it starts inherit the hard limit, to which Go programs
+// raise their own.
+func needDescriptors(t *testing.T, n uint64) {
+	t.Helper()
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur >= n {
+		return
+	}
+	lim.Cur, lim.Max = n, max(lim.Max, n)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		testenv.Skip(t, fmt.Sprintf("requires RLIMIT_NOFILE >= %d; raising it failed (CAP_SYS_RESOURCE?): %v", n, err))
 	}
 }
 

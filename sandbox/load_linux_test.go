@@ -27,6 +27,10 @@ const (
 	// back after the flows (a flow's goroutines end a moment after its
 	// last byte).
 	loadSettle = 30 * time.Second
+	// loadDescriptors is what a load test needs in this process: both
+	// ends of every flow (sluice's host sockets and the test's server or
+	// client sockets), with room to spare.
+	loadDescriptors = 4*loadConns + 1024
 )
 
 // serveEcho echoes every connection accepted on l (echoConn) until l
@@ -50,6 +54,7 @@ func serveEcho(l net.Listener) {
 // the sandbox still running once the flows are over, and after Close.
 func TestLoadUplink(t *testing.T) {
 	requireSluice(t)
+	needDescriptors(t, loadDescriptors)
 	ns := serverNS(t)
 	server := netip.AddrPortFrom(server4, 7100)
 	serveEcho(listen(t, ns, server))
@@ -92,6 +97,7 @@ func TestLoadUplink(t *testing.T) {
 // every byte verified, with the same leak checks as TestLoadUplink.
 func TestLoadPublish(t *testing.T) {
 	requireSluice(t)
+	needDescriptors(t, loadDescriptors)
 	ns := serverNS(t)
 	const published = "127.0.0.1:17100"
 
