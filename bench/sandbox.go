@@ -32,6 +32,10 @@ const (
 // SandboxImpls are the sandbox scenario's implementations, in table order.
 var SandboxImpls = []string{ImplSluice, ImplPasta, ImplSlirp4netns, ImplKernel}
 
+// StackNetstack is sluice's default stack (--network sandbox); its rows'
+// configs carry no stack= part.
+const StackNetstack = "netstack"
+
 // RRCommand is the hidden sluice subcommand the sandbox scenario runs inside
 // each sandbox to measure round trips (see RRClient), under `bench sandbox`.
 const RRCommand = "__rr-client"
@@ -54,6 +58,13 @@ type SandboxOptions struct {
 	Impls []string
 	// Modes are sluice's dispatch modes (readv, recvmmsg, mmap).
 	Modes []string
+	// Stacks are the stacks sluice runs behind the sandbox's eth0: the
+	// netstack (StackNetstack, --network sandbox) or a registered plugin
+	// (--network plugin --plugin NAME). Each is measured in every mode.
+	Stacks []string
+	// Registered are the stacks Exe has registered; a stack of Stacks
+	// not among them is skipped with the reason. Nil checks nothing.
+	Registered []string
 	// Flows and Directions select the tcp_gbps configurations.
 	Flows      []int
 	Directions []Direction
@@ -70,6 +81,7 @@ func DefaultSandboxOptions() SandboxOptions {
 		Duration:   3 * time.Second,
 		Impls:      slices.Clone(SandboxImpls),
 		Modes:      []string{"readv", "recvmmsg", "mmap"},
+		Stacks:     []string{StackNetstack},
 		Flows:      []int{1, 4},
 		Directions: []Direction{Up, Down},
 		TCP:        true,
@@ -99,6 +111,14 @@ func (o SandboxOptions) Validate() error {
 				return fmt.Errorf("--modes %q: want readv, recvmmsg or mmap", m)
 			}
 		}
+		if len(o.Stacks) == 0 {
+			return fmt.Errorf("--stacks: give at least one stack for sluice (%s is the default)", StackNetstack)
+		}
+		for _, st := range o.Stacks {
+			if st == "" || strings.ContainsAny(st, "=, \t") {
+				return fmt.Errorf("--stacks %q: not a stack name", st)
+			}
+		}
 	}
 	if !o.TCP && !o.RR {
 		return fmt.Errorf("--metrics: give tcp_gbps, rr_us or both")
@@ -116,6 +136,9 @@ func (o SandboxOptions) Validate() error {
 
 // SandboxConfig is one measurement's configuration.
 type SandboxConfig struct {
+	// Stack is sluice's stack; empty for the netstack (the default) and
+	// for the other implementations.
+	Stack string
 	// Mode is sluice's dispatch mode; empty for the other implementations,
 	// which have none.
 	Mode   string
@@ -126,9 +149,12 @@ type SandboxConfig struct {
 
 // String is the Row.Config: "mode=recvmmsg,flows=1,dir=up" for sluice's
 // throughput, "flows=1,dir=up" for a peer's, "mode=mmap,msg=64" and
-// "msg=64" for round trips.
+// "msg=64" for round trips; a plugin stack's start with "stack=NAME,".
 func (c SandboxConfig) String() string {
 	var parts []string
+	if c.Stack != "" && c.Stack != StackNetstack {
+		parts = append(parts, "stack="+c.Stack)
+	}
 	if c.Mode != "" {
 		parts = append(parts, "mode="+c.Mode)
 	}
@@ -141,25 +167,45 @@ func (c SandboxConfig) String() string {
 }
 
 // configs returns the configurations measured for impl, in order.
-func (o SandboxOptions) configs(impl string) []SandboxConfig {
-	modes := []string{""}
+// For sluice that is every stack in stacks (the runnable ones of o.Stacks)
+// in every mode.
+func (o SandboxOptions) configs(impl string, stacks []string) []SandboxConfig {
+	modes, sts := []string{""}, []string{""}
 	if impl == ImplSluice {
-		modes = o.Modes
+		modes, sts = o.Modes, stacks
 	}
 	var out []SandboxConfig
-	for _, m := range modes {
-		if o.TCP {
-			for _, f := range o.Flows {
-				for _, d := range o.Directions {
-					out = append(out, SandboxConfig{Mode: m, Metric: MetricTCPGbps, Flows: f, Dir: d})
+	for _, st := range sts {
+		if st == StackNetstack {
+			st = ""
+		}
+		for _, m := range modes {
+			if o.TCP {
+				for _, f := range o.Flows {
+					for _, d := range o.Directions {
+						out = append(out, SandboxConfig{Stack: st, Mode: m, Metric: MetricTCPGbps, Flows: f, Dir: d})
+					}
 				}
 			}
-		}
-		if o.RR {
-			out = append(out, SandboxConfig{Mode: m, Metric: MetricRRMicros})
+			if o.RR {
+				out = append(out, SandboxConfig{Stack: st, Mode: m, Metric: MetricRRMicros})
+			}
 		}
 	}
 	return out
+}
+
+// runnableStacks returns the stacks of o.Stacks that Exe has registered,
+// and why each other one is skipped.
+func (o SandboxOptions) runnableStacks() (run []string, skips []string) {
+	for _, st := range o.Stacks {
+		if o.Registered != nil && !slices.Contains(o.Registered, st) {
+			skips = append(skips, fmt.Sprintf("stack=%s: not registered in this sluice (registered: %s)", st, strings.Join(o.Registered, ", ")))
+			continue
+		}
+		run = append(run, st)
+	}
+	return run, skips
 }
 
 // iperf3Result is the part of `iperf3 --json` the scenario reads.
@@ -258,14 +304,24 @@ func WriteSandboxTable(w io.Writer, rows []Row) error {
 			peers = append(peers, i)
 		}
 	}
+	// A stack column only when a plugin stack was measured.
+	withStack := false
+	for _, r := range rows {
+		if r.Impl == ImplSluice && strings.HasPrefix(r.Config, "stack=") {
+			withStack = true
+		}
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	hdr := []string{"metric", "unit", "mode", "flows", "dir", "sluice"}
+	if withStack {
+		hdr = []string{"metric", "unit", "stack", "mode", "flows", "dir", "sluice"}
+	}
 	hdr = append(hdr, peers...)
 	for _, p := range peers {
 		hdr = append(hdr, "sluice/"+p)
 	}
 	fmt.Fprintln(tw, strings.Join(hdr, "\t"))
-	line := func(metric, unit, mode, cfg string, s float64, haveS bool) {
+	line := func(metric, unit, stack, mode, cfg string, s float64, haveS bool) {
 		kv := map[string]string{}
 		for _, p := range splitConfig(cfg) {
 			kv[p[0]] = p[1]
@@ -277,6 +333,9 @@ func WriteSandboxTable(w io.Writer, rows []Row) error {
 			return "-"
 		}
 		cols := []string{metric, unit, mode, get("flows"), get("dir")}
+		if withStack {
+			cols = []string{metric, unit, stack, mode, get("flows"), get("dir")}
+		}
 		if haveS {
 			cols = append(cols, FormatValue(s))
 		} else {
@@ -301,12 +360,15 @@ func WriteSandboxTable(w io.Writer, rows []Row) error {
 			continue
 		}
 		if r.Impl == ImplSluice {
-			mode, rest := "-", r.Config
-			if m, after, ok := strings.Cut(r.Config, ","); ok && strings.HasPrefix(m, "mode=") {
+			stack, mode, rest := StackNetstack, "-", r.Config
+			if st, after, ok := strings.Cut(rest, ","); ok && strings.HasPrefix(st, "stack=") {
+				stack, rest = strings.TrimPrefix(st, "stack="), after
+			}
+			if m, after, ok := strings.Cut(rest, ","); ok && strings.HasPrefix(m, "mode=") {
 				mode, rest = strings.TrimPrefix(m, "mode="), after
 			}
 			shown[key{r.Metric, rest}] = true
-			line(r.Metric, r.Unit, mode, rest, r.Value, true)
+			line(r.Metric, r.Unit, stack, mode, rest, r.Value, true)
 		}
 	}
 	// Peers' lines that no sluice line carried (sluice not selected, or
@@ -317,7 +379,7 @@ func WriteSandboxTable(w io.Writer, rows []Row) error {
 			continue
 		}
 		shown[k] = true
-		line(r.Metric, r.Unit, "-", r.Config, 0, false)
+		line(r.Metric, r.Unit, "-", "-", r.Config, 0, false)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("bench: write sandbox table: %w", err)

@@ -89,6 +89,18 @@ func RunSandbox(ctx context.Context, opts SandboxOptions) (*SandboxResult, error
 		if ctx.Err() != nil {
 			break
 		}
+		stacks := opts.Stacks
+		if impl == ImplSluice {
+			var skips []string
+			stacks, skips = opts.runnableStacks()
+			for _, sk := range skips {
+				res.Skips = append(res.Skips, impl+" "+sk)
+				fmt.Fprintf(progress, "sandbox: %s %s skipped\n", impl, sk)
+			}
+			if len(stacks) == 0 {
+				continue
+			}
+		}
 		run, skip, err := t.prepare(ctx, impl, opts.Exe)
 		if skip != "" {
 			res.Skips = append(res.Skips, impl+": "+skip)
@@ -99,7 +111,7 @@ func RunSandbox(ctx context.Context, opts SandboxOptions) (*SandboxResult, error
 			errs = append(errs, fmt.Errorf("%s: %w", impl, err))
 			continue
 		}
-		for _, c := range opts.configs(impl) {
+		for _, c := range opts.configs(impl, stacks) {
 			if ctx.Err() != nil {
 				break
 			}
@@ -126,9 +138,9 @@ func RunSandbox(ctx context.Context, opts SandboxOptions) (*SandboxResult, error
 	return res, nil
 }
 
-// runner runs argv inside one implementation's sandbox (mode: sluice's
-// dispatch mode) and returns its stdout.
-type runner func(ctx context.Context, mode string, argv []string, timeout time.Duration) ([]byte, error)
+// runner runs argv inside one implementation's sandbox (c: sluice's stack
+// and dispatch mode) and returns its stdout.
+type runner func(ctx context.Context, c SandboxConfig, argv []string, timeout time.Duration) ([]byte, error)
 
 // sbxTopology is what a run creates, removed by close in reverse order.
 type sbxTopology struct {
@@ -241,8 +253,12 @@ func waitListening(ns string, port int, limit time.Duration) error {
 func (t *sbxTopology) prepare(ctx context.Context, impl, exe string) (runner, string, error) {
 	switch impl {
 	case ImplSluice:
-		return func(ctx context.Context, mode string, argv []string, timeout time.Duration) ([]byte, error) {
-			args := []string{"run", "--uplink-netns", netns.Path(t.server), "--profile", "throughput", "--dispatch", mode, "--"}
+		return func(ctx context.Context, c SandboxConfig, argv []string, timeout time.Duration) ([]byte, error) {
+			args := []string{"run", "--uplink-netns", netns.Path(t.server), "--profile", "throughput", "--dispatch", c.Mode}
+			if c.Stack != "" && c.Stack != StackNetstack {
+				args = append(args, "--network", "plugin", "--plugin", c.Stack)
+			}
+			args = append(args, "--")
 			return runCmd(ctx, exe, append(args, argv...), timeout)
 		}, "", nil
 	case ImplKernel:
@@ -257,7 +273,7 @@ func (t *sbxTopology) prepare(ctx context.Context, impl, exe string) (runner, st
 
 // nsRunner runs commands in namespace ns with nsenter.
 func nsRunner(ns string) runner {
-	return func(ctx context.Context, _ string, argv []string, timeout time.Duration) ([]byte, error) {
+	return func(ctx context.Context, _ SandboxConfig, argv []string, timeout time.Duration) ([]byte, error) {
 		return runCmd(ctx, "nsenter", append([]string{"--net=" + netns.Path(ns), "--"}, argv...), timeout)
 	}
 }
@@ -374,7 +390,7 @@ func (t *sbxTopology) preparePasta(exe string) (runner, string, error) {
 	if err := copyFile(exe, copyExe, 0o755); err != nil {
 		return nil, "", fmt.Errorf("copy %s for pasta's user: %w", exe, err)
 	}
-	return func(ctx context.Context, _ string, argv []string, timeout time.Duration) ([]byte, error) {
+	return func(ctx context.Context, _ SandboxConfig, argv []string, timeout time.Duration) ([]byte, error) {
 		argv = slices.Clone(argv)
 		if argv[0] == exe {
 			argv[0] = copyExe
@@ -480,7 +496,7 @@ func (t *sbxTopology) measure(ctx context.Context, run runner, c SandboxConfig, 
 		argv := append(append([]string{opts.Exe}, RRArgs...),
 			"--addr", netip.AddrPortFrom(sbxServer, sbxRRPort).String(),
 			"--duration", opts.Duration.String())
-		out, err := run(ctx, c.Mode, argv, timeout)
+		out, err := run(ctx, c, argv, timeout)
 		if err != nil {
 			// The client reports its own errors as JSON.
 			if _, perr := ParseRR(out); perr != nil && len(out) > 0 {
@@ -495,7 +511,7 @@ func (t *sbxTopology) measure(ctx context.Context, run runner, c SandboxConfig, 
 		return 0, err
 	}
 	defer stop()
-	out, err := run(ctx, c.Mode, iperf3Args(c, opts.Duration), timeout)
+	out, err := run(ctx, c, iperf3Args(c, opts.Duration), timeout)
 	if err != nil {
 		if _, perr := ParseIperf3(out); perr != nil && len(out) > 0 {
 			return 0, fmt.Errorf("%w (%v)", perr, errors.Unwrap(err))

@@ -80,7 +80,7 @@ func (sandboxScenario) Plan(opts SuiteOptions) ([]Step, string) {
 	var steps []Step
 	for _, s := range specs {
 		o := sandboxOptionsFor(opts, s)
-		n := len(o.configs(s.impl))
+		n := len(o.configs(s.impl, o.Stacks))
 		// iperf3 windows are whole seconds.
 		window := max(time.Second, opts.Duration.Round(time.Second))
 		cfg := "impl=" + s.impl

@@ -72,7 +72,7 @@ func TestSandboxConfigs(t *testing.T) {
 	o := SandboxOptions{Duration: time.Second, Modes: []string{"readv", "mmap"}, Flows: []int{1, 4}, Directions: []Direction{Up, Down}, TCP: true, RR: true}
 	names := func(impl string) []string {
 		var out []string
-		for _, c := range o.configs(impl) {
+		for _, c := range o.configs(impl, []string{StackNetstack}) {
 			out = append(out, c.Metric+" "+c.String())
 		}
 		return out
@@ -98,6 +98,34 @@ func TestSandboxConfigs(t *testing.T) {
 	}
 }
 
+func TestSandboxStacks(t *testing.T) {
+	o := SandboxOptions{Modes: []string{"recvmmsg"}, Flows: []int{1}, Directions: []Direction{Up}, TCP: true, RR: true,
+		Stacks: []string{StackNetstack, "bridge", "missing"}, Registered: []string{"bridge", StackNetstack}}
+	run, skips := o.runnableStacks()
+	if diff := cmp.Diff([]string{StackNetstack, "bridge"}, run); diff != "" {
+		t.Errorf("runnable stacks (-want +got):\n%s", diff)
+	}
+	if len(skips) != 1 || !strings.Contains(skips[0], "stack=missing: not registered") || !strings.Contains(skips[0], "registered: bridge, netstack") {
+		t.Errorf("skips %q: want stack=missing named as not registered, with the registered list", skips)
+	}
+	var got []string
+	for _, c := range o.configs(ImplSluice, run) {
+		got = append(got, c.Metric+" "+c.String())
+	}
+	want := []string{
+		"tcp_gbps mode=recvmmsg,flows=1,dir=up", "rr_us mode=recvmmsg,msg=64",
+		"tcp_gbps stack=bridge,mode=recvmmsg,flows=1,dir=up", "rr_us stack=bridge,mode=recvmmsg,msg=64",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("configs (-want +got):\n%s", diff)
+	}
+	// Without a list of registered stacks, every stack is tried.
+	o.Registered = nil
+	if run, skips := o.runnableStacks(); len(run) != 3 || len(skips) != 0 {
+		t.Errorf("unchecked: run %q, skips %q", run, skips)
+	}
+}
+
 func TestSandboxValidate(t *testing.T) {
 	ok := DefaultSandboxOptions()
 	for _, tc := range []struct {
@@ -112,6 +140,9 @@ func TestSandboxValidate(t *testing.T) {
 		{"no modes, no sluice", func(o *SandboxOptions) { o.Modes = nil; o.Impls = []string{ImplKernel} }, ""},
 		{"no metric", func(o *SandboxOptions) { o.TCP, o.RR = false, false }, "--metrics"},
 		{"too many flows", func(o *SandboxOptions) { o.Flows = []int{MaxFlows + 1} }, "--flows"},
+		{"no stacks", func(o *SandboxOptions) { o.Stacks = nil }, "--stacks"},
+		{"bad stack name", func(o *SandboxOptions) { o.Stacks = []string{"a=b"} }, "--stacks"},
+		{"no stacks, no sluice", func(o *SandboxOptions) { o.Stacks = nil; o.Impls = []string{ImplKernel} }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := ok
@@ -146,6 +177,30 @@ func TestWriteSandboxTable(t *testing.T) {
 		"tcp_gbps Gbit/s mmap 1 up 8.00 2.00 16.00 4.00 0.50",
 		"rr_us us mmap - - 100.0 - 50.00 - 2.00",
 		"tcp_gbps Gbit/s - 4 up - - 30.00 - -",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("table (-want +got):\n%s", diff)
+	}
+}
+
+func TestWriteSandboxTableStacks(t *testing.T) {
+	rows := []Row{
+		{Scenario: ScenarioSandbox, Impl: ImplSluice, Config: "mode=recvmmsg,flows=1,dir=up", Metric: MetricTCPGbps, Value: 4, Unit: UnitGbps},
+		{Scenario: ScenarioSandbox, Impl: ImplSluice, Config: "stack=bridge,mode=recvmmsg,flows=1,dir=up", Metric: MetricTCPGbps, Value: 12, Unit: UnitGbps},
+		{Scenario: ScenarioSandbox, Impl: ImplKernel, Config: "flows=1,dir=up", Metric: MetricTCPGbps, Value: 16, Unit: UnitGbps},
+	}
+	var b bytes.Buffer
+	if err := WriteSandboxTable(&b, rows); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSpace(b.String()), "\n")
+	for i := range got {
+		got[i] = strings.Join(strings.Fields(got[i]), " ")
+	}
+	want := []string{
+		"metric unit stack mode flows dir sluice kernel sluice/kernel",
+		"tcp_gbps Gbit/s netstack recvmmsg 1 up 4.00 16.00 0.25",
+		"tcp_gbps Gbit/s bridge recvmmsg 1 up 12.00 16.00 0.75",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("table (-want +got):\n%s", diff)

@@ -7,11 +7,13 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sluicenet/sluice/bench"
+	"github.com/sluicenet/sluice/sandbox"
 )
 
 // benchSandboxOptions are the flags of `sluice bench sandbox`, as typed.
@@ -19,6 +21,7 @@ type benchSandboxOptions struct {
 	duration   time.Duration
 	impls      []string
 	modes      []string
+	stacks     []string
 	flows      []string
 	directions []string
 	metrics    []string
@@ -32,6 +35,7 @@ func newBenchSandboxCmd(stdout, stderr io.Writer) *cobra.Command {
 		duration:   def.Duration,
 		impls:      slices.Clone(bench.SandboxImpls),
 		modes:      slices.Clone(def.Modes),
+		stacks:     slices.Clone(def.Stacks),
 		flows:      []string{"1", "4"},
 		directions: []string{"up", "down"},
 		metrics:    []string{bench.MetricTCPGbps, bench.MetricRRMicros},
@@ -39,13 +43,15 @@ func newBenchSandboxCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sandbox [flags]",
 		Short: "Compare sluice run with pasta, slirp4netns and kernel routing: TCP throughput and round trips",
-		Long: `sandbox measures a whole sandbox: a client in a network namespace of its own
+		Long: fmt.Sprintf(`sandbox measures a whole sandbox: a client in a network namespace of its own
 reaches a server in a test namespace the benchmark creates (10.200.0.1 on its
 lo; iperf3 -s and a round-trip echo server) through:
 
   sluice       sluice run --uplink-netns SERVER --profile throughput
                --dispatch MODE (MTU 65520, host GSO, checksum offloads),
-               once per --modes value
+               once per --modes value; with --stacks, once per stack
+               and mode (--network plugin --plugin NAME for a stack other
+               than netstack; registered in this sluice: %s)
   pasta        pasta --config-net, as the unprivileged user sluicebench
                (created with useradd --system if missing; pasta refuses
                root), started inside the server namespace
@@ -72,9 +78,12 @@ Metrics:
 Output (stdout): a table, one line per metric and sluice configuration, the
 peers' figures (measured once, they have no dispatch mode) on every mode's
 line, and the ratios sluice/pasta, sluice/slirp4netns, sluice/kernel (for
-rr_us below 1 means sluice is faster). With --json, one object per line:
+rr_us below 1 means sluice is faster); with a plugin stack in --stacks a
+stack column tells the stacks' lines apart, and a stack this sluice has not
+registered is skipped with the reason. With --json, one object per line:
 
   {"scenario":"sandbox","impl":"sluice","config":"mode=recvmmsg,flows=1,dir=up","metric":"tcp_gbps","value":9.1,"unit":"Gbit/s"}
+  {"scenario":"sandbox","impl":"sluice","config":"stack=bridge,mode=recvmmsg,flows=1,dir=up","metric":"tcp_gbps","value":12.0,"unit":"Gbit/s"}
   {"scenario":"sandbox","impl":"pasta","config":"flows=1,dir=up","metric":"tcp_gbps","value":1.0,"unit":"Gbit/s"}
   {"scenario":"sandbox","impl":"kernel","config":"msg=64","metric":"rr_us","value":46,"unit":"us"}
 
@@ -85,10 +94,11 @@ measurements (5 per sluice mode and per peer): about 3 minutes with
 --duration 3s. Speeds on a shared machine are noisy: compare the columns of
 one run, not runs with each other.
 
-Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN), iperf3 for tcp_gbps.`,
+Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN), iperf3 for tcp_gbps.`, strings.Join(sandbox.Stacks(), ", ")),
 		Example: `  sudo sluice bench sandbox
   sudo sluice bench sandbox --impls sluice,kernel --modes mmap --flows 1 --directions up --duration 2s
-  sudo sluice bench sandbox --metrics rr_us --json > rr.jsonl`,
+  sudo sluice bench sandbox --metrics rr_us --json > rr.jsonl
+  sudo sluice bench sandbox --stacks netstack,bridge --impls sluice,kernel --modes recvmmsg`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBenchSandbox(cmd.Context(), opts, stdout, stderr)
@@ -101,6 +111,7 @@ Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN), iperf3 for tcp_gbps.`,
 	f.DurationVar(&opts.duration, "duration", opts.duration, fmt.Sprintf("length of each measurement window (%v to %v; iperf3 rounds up to whole seconds)", bench.MinDuration, bench.MaxDuration))
 	f.StringSliceVar(&opts.impls, "impls", opts.impls, "implementations to measure: sluice, pasta, slirp4netns, kernel")
 	f.StringSliceVar(&opts.modes, "modes", opts.modes, "sluice's dispatch modes to measure: readv, recvmmsg, mmap")
+	f.StringSliceVar(&opts.stacks, "stacks", opts.stacks, "sluice's stacks to measure: netstack (--network sandbox) and registered plugins ("+strings.Join(sandbox.Stacks(), ", ")+")")
 	f.StringSliceVar(&opts.flows, "flows", opts.flows, fmt.Sprintf("numbers of parallel TCP connections for tcp_gbps, 1 to %d", bench.MaxFlows))
 	f.StringSliceVar(&opts.directions, "directions", opts.directions, "directions for tcp_gbps: up (sandbox -> server), down (server -> sandbox)")
 	f.StringSliceVar(&opts.metrics, "metrics", opts.metrics, "metrics to measure: tcp_gbps, rr_us")
@@ -111,7 +122,10 @@ Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN), iperf3 for tcp_gbps.`,
 // toBench checks the flags and turns them into bench's options; every error
 // names the flag at fault.
 func (o benchSandboxOptions) toBench(progress io.Writer) (bench.SandboxOptions, error) {
-	s := bench.SandboxOptions{Duration: o.duration, Impls: o.impls, Modes: o.modes, Progress: progress, Exe: o.exe}
+	s := bench.SandboxOptions{Duration: o.duration, Impls: o.impls, Modes: o.modes, Stacks: o.stacks, Registered: sandbox.Stacks(), Progress: progress, Exe: o.exe}
+	if len(s.Stacks) == 0 {
+		s.Stacks = []string{bench.StackNetstack}
+	}
 	for _, f := range o.flows {
 		n, err := strconv.Atoi(f)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/sluicenet/sluice/bench"
 	"github.com/sluicenet/sluice/internal/netns"
 	"github.com/sluicenet/sluice/internal/testenv"
+	"github.com/sluicenet/sluice/sandbox"
 )
 
 // TestBenchSandboxTiny runs the smallest sandbox benchmark (kernel and
@@ -64,6 +65,55 @@ func TestBenchSandboxTiny(t *testing.T) {
 	}
 	if len(got) != 4 {
 		t.Errorf("got %d rows, want 4:\n%s", len(got), stdout.String())
+	}
+	assertNothingLeft(t)
+}
+
+// TestBenchSandboxStacks measures round trips through the netstack and the
+// bridge stack side by side, and a stack this sluice has not registered is
+// skipped with the reason. It asserts nothing about speed.
+func TestBenchSandboxStacks(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "nsenter", "nft")
+	bin := buildSluice(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	o := benchSandboxOptions{
+		duration:   time.Second,
+		impls:      []string{bench.ImplSluice},
+		modes:      []string{"recvmmsg"},
+		stacks:     []string{bench.StackNetstack, sandbox.BridgeName, "no-such-stack"},
+		flows:      []string{"1"},
+		directions: []string{"up"},
+		metrics:    []string{bench.MetricRRMicros},
+		json:       true,
+		exe:        bin,
+	}
+	var stdout, stderr bytes.Buffer
+	if err := runBenchSandbox(ctx, o, &stdout, &stderr); err != nil {
+		t.Fatalf("bench sandbox: %v\nstderr:\n%s", err, stderr.String())
+	}
+	got := map[string]float64{}
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		var r bench.Row
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		got[fmt.Sprintf("%s %s %s", r.Impl, r.Metric, r.Config)] = r.Value
+	}
+	for _, k := range []string{
+		"sluice rr_us mode=recvmmsg,msg=64",
+		"sluice rr_us stack=bridge,mode=recvmmsg,msg=64",
+	} {
+		if v, ok := got[k]; !ok || v <= 0 {
+			t.Errorf("%s = %v (present %v), want a positive figure; output:\n%s", k, v, ok, stdout.String())
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("got %d rows, want 2:\n%s", len(got), stdout.String())
+	}
+	if want := "skipped sluice stack=no-such-stack: not registered in this sluice (registered: "; !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr %q lacks %q", stderr.String(), want)
 	}
 	assertNothingLeft(t)
 }
