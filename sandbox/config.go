@@ -296,6 +296,7 @@ func (c *Config) Finish(fs *pflag.FlagSet) error {
 	if err := c.ApplyProfile(fs.Changed); err != nil {
 		return err
 	}
+	c.applyXDPDefaults(fs.Changed)
 	return c.Validate()
 }
 

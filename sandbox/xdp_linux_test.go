@@ -99,7 +99,7 @@ func TestXDPNSDownload(t *testing.T) {
 		{"ipv4", "http://10.99.0.1:8090/data", 1, nil},
 		{"ipv6", "http://[fd99::1]:8090/data", 1, nil},
 		{"two queues", "http://10.99.0.1:8090/data", 2, []string{"--num-network-channels=2"}},
-		{"gro, no need_wakeup", "http://[fd99::1]:8090/data", 1, []string{"--gvisor-gro", "--xdp-need-wakeup=false"}},
+		{"no gro, no need_wakeup", "http://[fd99::1]:8090/data", 1, []string{"--gvisor-gro=false", "--xdp-need-wakeup=false"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			statsFile := filepath.Join(t.TempDir(), "stats.json")

@@ -66,8 +66,15 @@ func TestPlanXDPNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if x := a.XDPLinks[0]; x.MTU != 1500 || x.FrameSize != 2048 {
-		t.Errorf("--mtu 1500: MTU %d frame %d, want 1500 in 2048-byte frames", x.MTU, x.FrameSize)
+	if x := a.XDPLinks[0]; x.MTU != 1500 || x.FrameSize != 2048 || !x.GRO {
+		t.Errorf("--mtu 1500: MTU %d frame %d GRO %v, want 1500 in 2048-byte frames, GRO on by default", x.MTU, x.FrameSize, x.GRO)
+	}
+	a, err = planFor(t, &fakeFacts{routes: thisMachine}, "--xdp=ns", "--gvisor-gro=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := a.XDPLinks[0]; x.GRO {
+		t.Errorf("--gvisor-gro=false: GRO on")
 	}
 }
 

@@ -64,7 +64,8 @@ Registered stacks: %s.
 AF_XDP: --xdp ns reads the stack's end of the veth with AF_XDP sockets (one
 per --num-network-channels queue, copy mode on a veth) instead of packet
 sockets; the veth then carries an XDP program, which the kernel allows up to
-MTU 3506, the automatic --mtu in that mode. --stats says which mode each
+MTU 3506, the automatic --mtu in that mode, and turns TSO off on eth0, so
+--gvisor-gro is on by default in that mode. --stats says which mode each
 queue ran and the kernel's AF_XDP counters. --xdp redirect:IFACE and
 --xdp tunnel:IFACE give the netstack a second NIC on IFACE (a NIC of the
 uplink namespace) through AF_XDP, owning --uplink-addr CIDR (or, without it,
