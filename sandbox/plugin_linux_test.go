@@ -3,6 +3,7 @@ package sandbox_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -337,5 +338,42 @@ func TestPluginStack(t *testing.T) {
 	}
 	if w := lastStack("test-netstack"); w == nil || w.closes != 1 {
 		t.Errorf("the plugin stack was not closed once: %+v", w)
+	}
+}
+
+// TestStatsFileNamesTheStack checks that --stats-file names the stack that
+// ran behind eth0.
+func TestStatsFileNamesTheStack(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, sandbox.NetstackName},
+		{[]string{"--network=plugin", "--plugin=" + sandbox.BridgeName}, sandbox.BridgeName},
+		{[]string{"--network=none"}, ""},
+	} {
+		name := tc.want
+		if name == "" {
+			name = "network none"
+		}
+		t.Run(name, func(t *testing.T) {
+			if tc.want == sandbox.BridgeName {
+				testenv.RequireTool(t, "nft")
+			}
+			statsFile := filepath.Join(t.TempDir(), "stats.json")
+			args := append([]string{"run", "--stats-file", statsFile}, tc.args...)
+			mustRun(t, append(args, "--", "true")...)
+			b, err := os.ReadFile(statsFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rep sandbox.Report
+			if err := json.Unmarshal(b, &rep); err != nil {
+				t.Fatalf("stats file %s: %v", b, err)
+			}
+			if rep.Stack != tc.want {
+				t.Errorf("stats file names stack %q, want %q: %s", rep.Stack, tc.want, b)
+			}
+		})
 	}
 }

@@ -389,8 +389,10 @@ func (sb *Sandbox) startNetwork(factory StackFactory) error {
 	if err := st.CreateLinksAndRoutes(); err != nil {
 		return fail("create links and routes", err)
 	}
-	if len(a.FDBasedLinks) > 0 {
-		if sb.stopWatch, err = watchLink(stackNS, a.FDBasedLinks[0].Name, sb.log); err != nil {
+	// The stack-side link, whichever endpoint reads it (fd-based, or
+	// AF_XDP with --xdp ns).
+	if sl, ok := a.StackLink(); ok {
+		if sb.stopWatch, err = watchLink(stackNS, sl.Name, sb.log); err != nil {
 			return err
 		}
 	}

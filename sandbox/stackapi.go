@@ -20,44 +20,49 @@ const NetstackName = "netstack"
 // re-originates it from host sockets; another stack is chosen with
 // --network plugin --plugin NAME once registered with RegisterStack.
 //
-// Start drives a Stack, in sluice's process and before the command has run
-// anything, in this order:
+// Start drives a Stack in sluice's process, before the command has run
+// anything, calling each method once, in this order, from one goroutine:
 //
 //  1. PreInit(env) prepares namespaces and devices. It runs on an ordinary
-//     goroutine of sluice, in sluice's own network namespace; the
-//     namespaces it works in are env's descriptors (enter one with
-//     internal/netns.DoFD, or open a netlink handle on it). By then the
-//     command's namespace (env.CommandNS) exists with only lo in it, and
-//     the private stack namespace (env.StackNS) is empty. PreInit creates
-//     the sandbox's link: the veth from the stack namespace to eth0 in the
-//     command's, with eth0's addresses and default routes as env.Args.Sandbox
-//     says (env.SetUpSandboxLink does exactly that), and whatever devices of
-//     its own it needs. It refuses what it cannot serve (env.Publish,
-//     env.DNS, env.PluginConfig) with an error naming the flag. It returns
-//     an init string and descriptors for Init: what a stack learns while
-//     preparing and needs once running (for a stack that runs apart from
-//     the preparation, what it would be handed).
+//     goroutine in sluice's own network namespace: it reaches the others
+//     through env's descriptors (run code in one with
+//     internal/netns.DoFD, or open a netlink handle on it), and must leave
+//     its thread where it found it. When it is called, the command's
+//     namespace (env.CommandNS) holds only lo, up, and the private stack
+//     namespace (env.StackNS) is empty. PreInit must create the sandbox's
+//     link: the veth from the stack namespace (env.Args.StackLink) to eth0
+//     in the command's, with eth0's addresses and default routes as
+//     env.Args.Sandbox says; env.SetUpSandboxLink does exactly that. It
+//     also creates whatever devices of its own it needs, and refuses what
+//     it cannot serve (env.Publish, env.DNS, a bad env.PluginConfig) with
+//     an error naming the flag. It returns an init string and descriptors
+//     for Init: what the stack learnt while preparing and needs once
+//     running (the netstack passes eth0's MAC address). The env pointer
+//     stays valid until Close returns.
 //  2. Init(initStr, fds) starts the stack itself with what PreInit
 //     returned. The descriptors are the stack's from then on, whether Init
 //     succeeds or not: it closes them in Close.
 //  3. CreateLinksAndRoutes creates the links, addresses, routes and
-//     neighbours of env.Args (the plan: env.Args.FDBasedLinks[0] is the
-//     stack side of the veth) over sluice's endpoints, and starts moving
-//     frames. When it returns, the command may send.
+//     neighbours of env.Args over sluice's endpoints (the stack side of
+//     the veth is env.Args.StackLink) and starts moving frames. When it
+//     returns, the command may send.
 //
 // Then the command runs. Stats and ServiceStats may be called at any time
-// from any goroutine, including before step 3 (they return nil then).
+// from any goroutine, also before step 3 (they return nil then).
 //
-// Close is called exactly once, after the command has exited (processes it
-// left in the background are killed after Close) — and also when any step
-// above failed, in which case the command never runs, so it must undo
-// whatever part of the steps was done. It stops every goroutine the stack started and waits for
-// them, stopping frame readers before closing what they deliver to (a
-// reader blocked delivering into a closing stack deadlocks it; see
-// Links.Stop), stops calling env.Tap and env.Decide, and releases every
-// descriptor it holds. It does not close env's namespace descriptors, which
-// Start owns and closes afterwards: closing the stack namespace's last
-// descriptor destroys it with the veth and every device in it.
+// Close is called once, after the command has exited (processes it left in
+// the background are killed after Close), and also when any step above
+// failed, in which case the command never runs: Close must then undo
+// whatever part of the steps was done. It stops every goroutine the stack
+// started and waits for them, stopping frame readers before closing what
+// they deliver to (a reader blocked delivering into a closing stack can
+// deadlock it; see Links.Stop); it stops calling env.Tap and env.Decide;
+// it releases every descriptor it holds. It does not close env's namespace
+// descriptors: Start owns them and closes them after Close, and closing the
+// stack namespace's last descriptor destroys it with the veth and every
+// device in it. An error from PreInit, Init or CreateLinksAndRoutes ends
+// Start with that error, naming the stack and the step; one from Close is
+// logged.
 type Stack interface {
 	PreInit(env *StackEnv) (initStr string, fds []int, err error)
 	Init(initStr string, fds []int) error
@@ -130,9 +135,9 @@ type Verdict struct {
 }
 
 // Decide applies the egress policy (--allow, --deny) to a new flow; call it
-// once per flow, at its first packet. It counts the decision in the
-// policy's stats and logs it with --log-policy, as for the netstack's flows.
-// Without a policy every flow is allowed.
+// once per flow, at its first packet, from any goroutine. It counts the
+// decision in the policy's stats and logs it with --log-policy, as for the
+// netstack's flows. Without a policy every flow is allowed.
 func (e *StackEnv) Decide(f Flow) Verdict {
 	allow, rule := e.policy.DecideRule(f.Proto, f.Src, f.Dst)
 	return Verdict{Allow: allow, Rule: rule}
