@@ -101,6 +101,9 @@ const bridgeSocketBuf = socketBufBytes
 func (b *bridgeStack) PreInit(env *StackEnv) (string, []int, error) {
 	b.env = env
 	a := env.Args
+	if len(a.XDPLinks) > 0 {
+		return "", nil, errors.New("--xdp: the bridge stack reads the sandbox's veth and its uplink with packet sockets; drop --xdp, or use --network sandbox")
+	}
 	if len(a.FDBasedLinks) != 1 {
 		return "", nil, fmt.Errorf("the plan has %d fd-based links; the bridge wires exactly one", len(a.FDBasedLinks))
 	}

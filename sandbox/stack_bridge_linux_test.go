@@ -266,9 +266,12 @@ func TestBridgeBadConfig(t *testing.T) {
 			t.Errorf("--plugin-config %s: the command ran", tc.config)
 		}
 	}
-	r := runSluice(t, bridgeArgs(ns, "--dns", "--", "true")...)
-	if r.code == 0 || !strings.Contains(r.stderr, "--dns") {
-		t.Errorf("--dns with the bridge: exit %d, stderr %q; want a failure naming --dns", r.code, r.stderr)
+	for _, flag := range []string{"--dns", "--xdp=ns", "--publish=8080:80"} {
+		r := runSluice(t, bridgeArgs(ns, flag, "--", "true")...)
+		name, _, _ := strings.Cut(flag, "=")
+		if r.code == 0 || !strings.Contains(r.stderr, name) {
+			t.Errorf("%s with the bridge: exit %d, stderr %q; want a failure naming %s", flag, r.code, r.stderr, name)
+		}
 	}
 }
 

@@ -44,8 +44,10 @@ type Side struct {
 type Options struct {
 	// A is the sandbox's side (its frames are Egress), B the uplink's.
 	A, B Side
-	// Mode is the dispatch mode of both sides (the zero value is readv;
-	// DefaultMode is what the sandbox runs).
+	// Mode is the dispatch mode of both sides (the zero value is readv).
+	// recvmmsg and readv forward alike; mmap's TPACKET_V3 ring holds a
+	// lone frame for its block timeout (1 ms), which delays the ACKs a
+	// TCP sender waits for, so it is the slowest here.
 	Mode dataplane.Mode
 	// RingBlocks sizes each channel's PACKET_RX_RING (blocks of
 	// dataplane.DefaultRingBlockSize) with Mode mmap. Default: the
@@ -456,7 +458,3 @@ func (b *Bridge) free(bufs []dataplane.Buffer) {
 		b.pool.Free(buf)
 	}
 }
-
-// DefaultMode is the dispatch mode the sandbox's bridge runs unless told
-// otherwise.
-const DefaultMode = dataplane.RecvMMsg
