@@ -109,7 +109,7 @@ type packetInfo struct {
 	kind     packetKind
 	flow     Flow       // valid for flowPacket and echoRequest
 	src      netip.Addr // the IP source, when the IP header was read
-	l3, l4   int  // offsets of the IP and transport headers in the frame
+	l3, l4   int        // offsets of the IP and transport headers in the frame
 	ipv6     bool
 	tcpFlags uint8
 	// payload is the transport payload length (TCP/UDP), from the IP
