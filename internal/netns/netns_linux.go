@@ -99,18 +99,39 @@ func Create(name string) error {
 	f.Close()
 	errc := make(chan error, 1)
 	go func() {
-		// This thread unshares into the new namespace and is never
-		// unlocked, so the runtime throws it away afterwards.
+		// This thread unshares into the new namespace and then returns
+		// to its own before it is unlocked. Ending the goroutine still
+		// locked would not do: the Go runtime terminates such a thread,
+		// except the main thread, which it parks forever instead
+		// (runtime.mexit), and a main thread parked in the namespace
+		// would hold it for the life of the process, past Delete. Only
+		// if the return fails is the thread left locked, to die with
+		// the goroutine.
 		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open current namespace: %w", err)
+			return
+		}
+		defer unix.Close(orig)
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- os.NewSyscallError("unshare", err)
 			return
 		}
-		if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- os.NewSyscallError("mount", err)
+		err = unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, "")
+		if err != nil {
+			err = os.NewSyscallError("mount", err)
+		} else {
+			err = setLoopbackUp()
+		}
+		if serr := unix.Setns(orig, unix.CLONE_NEWNET); serr != nil {
+			errc <- errors.Join(err, fmt.Errorf("return to original namespace: %w", os.NewSyscallError("setns", serr)))
 			return
 		}
-		errc <- setLoopbackUp()
+		runtime.UnlockOSThread()
+		errc <- err
 	}()
 	if err := <-errc; err != nil {
 		_ = Delete(name)
