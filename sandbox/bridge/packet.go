@@ -209,8 +209,8 @@ func parsePacket(head []byte) (p packetInfo) {
 			}
 			break
 		}
-		if proto == 0 || proto == 43 || proto == 60 || proto == 44 || p.payload < 0 {
-			return p // a chain longer than maxExtHeaders
+		if proto == 0 || proto == 43 || proto == 60 || proto == 44 || p.payload < 0 || l4 > len(head) {
+			return p // a chain longer than maxExtHeaders, or past the frame
 		}
 		p.l4 = l4
 	default:
