@@ -368,13 +368,24 @@ func (b *Bridge) forward(dir Direction, frames []dataplane.Frame) {
 	if len(frames) == 0 {
 		return
 	}
-	st := &b.state[dir][frames[0].Processor]
+	proc := frames[0].Processor
+	st := &b.state[dir][proc]
 	cnt := &b.dirs[dir]
-	if need := len(frames) * dataplane.VnetHdrLen; cap(st.vnet) < need {
-		st.vnet = make([]byte, need)
+	// The link's fault guard contains a panic while a frame is handled
+	// (a parser bug a hostile frame found) and delivers the frames after
+	// it in a new call; the frames queued before it are still in st.tx,
+	// and this call writes them too. Their headers stay where they are:
+	// st.vnet is only reused once st.tx is empty, and a larger one is a
+	// new array, which the queued parts keep alive.
+	guard := b.links[dir].Faults()
+	if st.tx.Len() == 0 {
+		st.vnet = st.vnet[:0]
 	}
-	st.vnet = st.vnet[:0]
+	if need := len(st.vnet) + len(frames)*dataplane.VnetHdrLen; cap(st.vnet) < need {
+		st.vnet = make([]byte, 0, max(need, 2*cap(st.vnet)))
+	}
 	for i := range frames {
+		guard.Handling(proc, i)
 		f := &frames[i]
 		if len(f.Data) == 0 {
 			continue
@@ -414,6 +425,7 @@ func (b *Bridge) forward(dir Direction, frames []dataplane.Frame) {
 			cnt.gso.Add(1)
 		}
 	}
+	guard.Handling(proc, -1)
 	if st.tx.Len() > 0 {
 		// Failures are counted by the link (TxErrors, TxDropped); the
 		// senders' TCP recovers as it would from a lossy router.

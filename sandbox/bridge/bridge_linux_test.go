@@ -389,7 +389,8 @@ func listenUDP(t *testing.T, ns, addr string) net.PacketConn {
 }
 
 // TestHookSeesAndDrops checks the hook sees frames both ways, with whole
-// super-frames, and that a hook's Drop stops a flow.
+// super-frames, that a hook's Drop stops a flow, and that a panic while a
+// frame is handled costs that frame only.
 func TestHookSeesAndDrops(t *testing.T) {
 	testenv.RequireRoot(t)
 	tp := newTopo(t)
@@ -407,14 +408,34 @@ func TestHookSeesAndDrops(t *testing.T) {
 		} else {
 			in.Add(1)
 		}
-		// Drop UDP to port 7 (bytes 36..37 of an untagged IPv4 frame).
+		// Drop UDP to port 7 (bytes 36..37 of an untagged IPv4 frame);
+		// panic on UDP to port 13, as a parser bug would.
 		h := f.Head()
+		if len(h) > 37 && h[12] == 0x08 && h[13] == 0 && h[23] == 17 && h[36] == 0 && h[37] == 13 {
+			panic("hook fault")
+		}
 		if len(h) > 37 && h[12] == 0x08 && h[13] == 0 && h[23] == 17 && h[36] == 0 && h[37] == 7 {
 			dropped.Add(1)
 			return bridge.Drop
 		}
 		return bridge.Pass
 	}}, 1)
+	// Faults first: each costs its frame only, and counts.
+	f13, err := dialIn(t, tp.client, "udp", net.JoinHostPort(serverIP, "13"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f13.Close()
+	for range 3 {
+		_, _ = f13.Write([]byte("fault"))
+	}
+	deadline0 := time.Now().Add(20 * time.Second)
+	for b.Stats().A.Faults < 3 && time.Now().Before(deadline0) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := b.Stats().A.Faults; n < 3 {
+		t.Errorf("side A counted %d faults for 3 frames whose hook panicked", n)
+	}
 	sent, got := tp.transfer(t, serverIP, 8<<20, true)
 	if sent != got {
 		t.Fatal("SHA-256 mismatch")
