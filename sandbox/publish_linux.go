@@ -24,6 +24,10 @@ import (
 // is open when publish returns, so a port in use fails before the command
 // starts.
 func (u *uplink) publish(ps []Publish, sandbox4, sandbox6 netip.Addr) error {
+	if u.sandboxOnly {
+		// --xdp redirect/tunnel: the ports are the netstack's.
+		return u.publishNetstack(ps, sandbox4, sandbox6)
+	}
 	type opened struct {
 		p   Publish
 		dst netip.AddrPort

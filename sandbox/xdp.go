@@ -160,8 +160,10 @@ func (c Config) checkXDP(f HostFacts) error {
 		if c.AllowHostLoopback {
 			bad("--allow-host-loopback with --xdp %v: flows leave from the netstack over %s, where the uplink namespace's loopback is out of reach; drop it", c.XDP, c.XDP.Interface)
 		}
-		if len(c.Publish) > 0 {
-			bad("--publish with --xdp %v: %w (the listeners would have to be the netstack's, on %s); drop --publish or use --xdp ns", c.XDP, ErrNotImplemented, c.XDP.Interface)
+		for _, v := range c.Publish {
+			if p, err := ParsePublish(v); err == nil && p.Proto != "tcp" {
+				bad("--publish %v with --xdp %v: UDP through the netstack's NIC is %w; publish TCP, or use --xdp ns", v, c.XDP, ErrNotImplemented)
+			}
 		}
 		if f.XDPNIC == nil {
 			bad("--xdp %v: no facts about %s were gathered", c.XDP, c.XDP.Interface)

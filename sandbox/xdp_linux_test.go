@@ -146,7 +146,8 @@ func TestXDPBadInput(t *testing.T) {
 	}{
 		{"no such interface", []string{"--uplink-netns", host, "--xdp=redirect:nosuchif", "--uplink-addr=192.0.2.7/24"}, []string{"--xdp redirect:nosuchif", `"nosuchif"`, "uplink namespace " + host}},
 		{"tunnel, no such interface", []string{"--uplink-netns", host, "--xdp=tunnel:nosuchif"}, []string{"--xdp tunnel:nosuchif", `"nosuchif"`}},
-		{"publish with redirect", []string{"--uplink-netns", host, "--xdp=redirect:hv", "--uplink-addr=192.0.2.7/24", "--publish=8080:80"}, []string{"--publish with --xdp redirect:hv", "not implemented yet"}},
+		{"udp publish with redirect", []string{"--uplink-netns", host, "--xdp=redirect:hv", "--uplink-addr=192.0.2.7/24", "--publish=5353:53/udp"}, []string{"--publish 5353:53/udp with --xdp redirect:hv", "not implemented yet"}},
+		{"publish on another address", []string{"--uplink-netns", host, "--xdp=redirect:hv", "--uplink-addr=192.0.2.7/24", "--publish=192.0.2.2:8080:80"}, []string{"--publish", "192.0.2.2 is not one of them"}},
 		{"host loopback with tunnel", []string{"--uplink-netns", host, "--xdp=tunnel:hv", "--allow-host-loopback"}, []string{"--allow-host-loopback with --xdp tunnel:hv"}},
 		{"gateway off the subnet", []string{"--uplink-netns", host, "--xdp=redirect:hv", "--uplink-addr=192.0.2.7/24", "--uplink-gateway=198.51.100.1"}, []string{"198.51.100.1", "not on the netstack's subnet"}},
 		{"unknown mode", []string{"--xdp=bogus"}, []string{`"bogus"`, "ns, redirect:IFACE or tunnel:IFACE"}},
@@ -560,5 +561,62 @@ ping -c 1 -W 2 10.99.0.1 >/dev/null; echo "ping exit $?"`
 	}
 	if !strings.Contains(r.stderr, "-> 10.99.0.1:8085 (--allow svc.test)") || !strings.Contains(r.stderr, "deny tcp 10.0.2.100:") {
 		t.Errorf("policy log:\n%s", r.stderr)
+	}
+}
+
+// TestXDPPublish: with --xdp tunnel (and redirect), --publish listens in
+// the netstack on its addresses on the host NIC: a LAN client reaches the
+// sandbox's server at the netstack's address, over IPv4 and IPv6.
+func TestXDPPublish(t *testing.T) {
+	if sluiceBin == "" {
+		testenv.Skip(t, "requires root to build and run sluice's sandbox")
+	}
+	testenv.RequireTool(t, "python3")
+	for _, tc := range []struct {
+		mode  string
+		flags []string
+		addrs []string
+	}{
+		{"redirect:hv", []string{"--uplink-addr=192.0.2.7/24", "--uplink-addr=2001:db8::7/64"}, []string{"192.0.2.7", "[2001:db8::7]"}},
+		{"tunnel:hv", nil, []string{"192.0.2.2", "[2001:db8::2]"}},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			n := newXDPLAN(t)
+			dir := t.TempDir()
+			done := filepath.Join(dir, "done")
+			os.WriteFile(filepath.Join(dir, "index.html"), []byte("hello from the sandbox\n"), 0o644)
+			script := "cd " + dir + " && python3 -m http.server --bind :: 8080 >/dev/null 2>&1 &\n" +
+				"i=0; while [ ! -e " + done + " ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done"
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			args := append([]string{"run", "--uplink-netns", n.H, "--xdp", tc.mode, "--publish", "18080:8080"}, tc.flags...)
+			args = append(args, "--", "sh", "-c", script)
+			cmd := exec.CommandContext(ctx, sluiceBin, args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				os.WriteFile(done, nil, 0o644)
+				if err := cmd.Wait(); err != nil {
+					t.Errorf("sluice: %v\nstderr: %s", err, stderr.String())
+				}
+			}()
+			for _, a := range tc.addrs {
+				var out string
+				deadline := time.Now().Add(30 * time.Second)
+				for time.Now().Before(deadline) {
+					out, _ = testenv.Output("ip", "netns", "exec", n.L, "curl", "-sS", "-g", "--max-time", "5", "http://"+a+":18080/index.html")
+					if strings.Contains(out, "hello from the sandbox") {
+						break
+					}
+					time.Sleep(300 * time.Millisecond)
+				}
+				if !strings.Contains(out, "hello from the sandbox") {
+					t.Errorf("curl http://%s:18080/ from the LAN: %q\nstderr: %s", a, out, stderr.String())
+				}
+			}
+		})
 	}
 }

@@ -73,10 +73,11 @@ the NIC's own addresses, taken over), with default routes through the NIC's
 gateways (or --uplink-gateway); the sandbox's flows are then re-originated
 from the netstack over that NIC, not from host sockets. Redirect mode takes
 only the frames for the netstack's addresses; tunnel mode takes all of the
-NIC's traffic but SSH (port 22), which stays with the host.
+NIC's traffic but SSH (port 22), which stays with the host. In both, TCP
+--publish listens in the netstack on its addresses on IFACE.
 
 Accepted and validated but not implemented yet (they fail before the command
-starts): --publish with --xdp redirect or tunnel, --buffer-pooling=false.
+starts): UDP --publish with --xdp redirect or tunnel, --buffer-pooling=false.
 
 Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW), except --network host.`, strings.Join(sandbox.Stacks(), ", ")),
 		Example: `  sluice run -- curl -sS http://example.com/
