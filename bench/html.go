@@ -12,11 +12,11 @@ import (
 // reportCSS is the report's whole style: readable on screen and on paper,
 // nothing loaded from elsewhere.
 const reportCSS = `
-body { font-family: sans-serif; max-width: 1200px; margin: 1.5em auto; padding: 0 1em; color: #222; }
+body { font-family: sans-serif; max-width: 1400px; margin: 1.5em auto; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; }
 h2 { margin-top: 2em; border-bottom: 1px solid #ccc; padding-bottom: 0.2em; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 13px; }
-th, td { border: 1px solid #d4d4d4; padding: 3px 8px; }
+th, td { border: 1px solid #d4d4d4; padding: 3px 6px; }
 th { background: #f2f2f2; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.sluice { font-weight: bold; }
@@ -26,8 +26,8 @@ table.facts td:first-child { color: #555; }
 .interrupted { color: #a00; font-weight: bold; }
 .charts { display: flex; flex-wrap: wrap; gap: 10px; }
 .note { color: #555; font-size: 13px; }
-.pc { color: #777; font-size: 11px; }
 .wide { overflow-x: auto; }
+.rg { color: #666; font-size: 11px; }
 svg { display: block; margin: 0.6em 0; }
 `
 
@@ -190,12 +190,11 @@ func writeHTMLTable(ew *errWriter, t *summaryTable) {
 			st, ok := l.Stats[impl]
 			txt := "-"
 			if ok {
-				txt = esc(formatStats(st, l.Unit))
-				if pc, ok := l.PeerConfig[impl]; ok {
-					// The peer's own configuration, small: it
-					// repeats down the column.
-					txt += ` <span class="pc">` + esc(pc) + `</span>`
-				}
+				// A peer's configuration, when it has fewer
+				// dimensions than the line, is said once under
+				// the table (peerNote), not in every cell: the
+				// cells would push the ratios out of sight.
+				txt = rangeSmall(formatStats(st, l.Unit))
 			}
 			ew.printf("<td class=\"%s\">%s</td>", cls, txt)
 		}
@@ -213,16 +212,82 @@ func writeHTMLTable(ew *errWriter, t *summaryTable) {
 				// not something it did better or worse.
 				cls = ""
 			}
-			ew.printf("<td class=\"num%s\">%s</td>", cls, esc(formatRatioStats(r, l.RatioRange[p])))
+			ew.printf("<td class=\"num%s\">%s</td>", cls, rangeSmall(formatRatioStats(r, l.RatioRange[p])))
 		}
 		ew.printf("</tr>\n")
 	}
 	ew.printf("</table></div>\n")
+	if n := peerNote(t); n != "" {
+		ew.printf("<p class=\"note\">%s</p>\n", esc(n))
+	}
+}
+
+// rangeSmall escapes a figure, "median (min–max)", for HTML with the
+// range in small print: the median is what a reader compares, and a
+// narrower table keeps the ratio columns in sight.
+func rangeSmall(fig string) string {
+	med, rg, ok := strings.Cut(fig, " (")
+	if !ok {
+		return esc(fig)
+	}
+	return esc(med) + ` <span class="rg">(` + esc(rg) + `</span>`
+}
+
+// peerNote names the peers measured in fewer dimensions than sluice and
+// the columns they lack: "pasta and kernel have no mode: ...".
+// Empty when every peer was measured in every configuration.
+func peerNote(t *summaryTable) string {
+	lacks := map[string][]string{} // column -> peers without it
+	var cols []string
+	for _, l := range t.Lines {
+		for _, p := range t.Peers() {
+			pc, ok := l.PeerConfig[p]
+			if !ok {
+				continue
+			}
+			for _, kv := range splitConfig(l.Config) {
+				if configValue(pc, kv[0]) != "" || slices.Contains(lacks[kv[0]], p) {
+					continue
+				}
+				if lacks[kv[0]] == nil {
+					cols = append(cols, kv[0])
+				}
+				lacks[kv[0]] = append(lacks[kv[0]], p)
+			}
+		}
+	}
+	var parts []string
+	for _, c := range cols {
+		ps := lacks[c]
+		slices.SortFunc(ps, func(a, b string) int { return slices.Index(t.Impls, a) - slices.Index(t.Impls, b) })
+		verb := "has"
+		if len(ps) > 1 {
+			verb = "have"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s no %s", andList(ps), verb, c))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return strings.Join(parts, "; ") + ": such a figure was measured once and stands on every line it matches in the other columns."
+}
+
+// andList joins words as prose: "a", "a and b", "a, b and c".
+func andList(words []string) string {
+	if len(words) <= 1 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " and " + words[len(words)-1]
 }
 
 // verdictClass colours a ratio cell: better or worse only when every
 // repeat agrees (the whole ratio range is on one side of 1).
 func verdictClass(metric string, r float64, rr Stats) string {
+	if math.IsNaN(r) {
+		// No ratio of the medians (both 0, say), printed as "-": no
+		// verdict either, whatever single repeats say.
+		return ""
+	}
 	lo, hi := r, r
 	if rr.N > 0 {
 		lo, hi = rr.Min, rr.Max

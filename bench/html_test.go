@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -142,7 +143,9 @@ func TestWriteHTML(t *testing.T) {
 	for _, want := range []string{
 		`mode=&lt;b&gt;&amp;&#34;x&#39;`, // config escaped in the table
 		"no AF_XDP &lt;here&gt;",
-		`<td class="num better">2.05 (1.95–2.21)</td>`, // rx_pps: 410k/200k; 400/200, 410/210, 420/190
+		`<td class="num better">2.05 <span class="rg">(1.95–2.21)</span></td>`, // rx_pps: 410k/200k; 400/200, 410/210, 420/190
+		// pasta has no mode: said once, not in every cell.
+		"pasta and kernel have no mode: such a figure was measured once",
 		"<h3>Over time</h3>",
 	} {
 		if !strings.Contains(out, want) {
@@ -243,5 +246,17 @@ func TestBarChartLongLabels(t *testing.T) {
 	}
 	if !strings.Contains(svg, `width="1130"`) {
 		t.Errorf("chart not widened to the widest label column (440 + %d + %d)", plotWidth, valueMargin)
+	}
+}
+
+// TestVerdictNoRatio: a ratio of medians that does not exist (both 0)
+// prints as "-" and gets no colour, whatever single repeats say.
+func TestVerdictNoRatio(t *testing.T) {
+	rr := Summarize([]float64{0, 0, math.NaN()})
+	if c := verdictClass(MetricDroppedFrames, math.NaN(), rr); c != "" {
+		t.Errorf("verdict %q for no ratio, want none", c)
+	}
+	if c := verdictClass(MetricDroppedFrames, 0.5, Summarize([]float64{0.4, 0.5, 0.6})); c != " better" {
+		t.Errorf("verdict %q for fewer drops in every repeat, want better", c)
 	}
 }
