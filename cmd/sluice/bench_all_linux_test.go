@@ -153,9 +153,13 @@ func TestBenchAllInterrupted(t *testing.T) {
 		name string
 		args []string
 		tool string // needed on PATH for the second step
+		// wait, if set, is the command name of a process that must be
+		// running below a peer sluice started (not sluice's own child)
+		// at the interrupt.
+		wait string
 	}{
 		{name: "dispatch xdp", args: []string{"--duration", "2s", "--only", "dispatch:metric=tcp_gbps:channels=1:mode=mmap/xdp"}},
-		{name: "sandbox pasta", args: []string{"--duration", "1s", "--quick", "--only", "sandbox:impl=sluice/pasta"}, tool: "pasta"},
+		{name: "sandbox pasta", args: []string{"--duration", "1s", "--quick", "--only", "sandbox:impl=sluice/pasta"}, tool: "pasta", wait: "iperf3"},
 		{name: "capture tcpdump", args: []string{"--duration", "2s", "--only", "capture:cpu=shared:via=mmap:impl=sluice/tcpdump"}, tool: "tcpdump"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -163,12 +167,12 @@ func TestBenchAllInterrupted(t *testing.T) {
 				testenv.RequireTool(t, tc.tool)
 			}
 			scenario, _, _ := strings.Cut(tc.args[len(tc.args)-1], ":")
-			interruptBenchAll(t, bin, scenario, tc.args)
+			interruptBenchAll(t, bin, scenario, tc.args, tc.wait)
 		})
 	}
 }
 
-func interruptBenchAll(t *testing.T, bin, scenario string, args []string) {
+func interruptBenchAll(t *testing.T, bin, scenario string, args []string, wait string) {
 	dir := filepath.Join(t.TempDir(), "out")
 	linksBefore := rootLinks(t)
 
@@ -218,6 +222,17 @@ func interruptBenchAll(t *testing.T, bin, scenario string, args []string) {
 	// The second step is under way: its topology, programs and processes
 	// are up and traffic flowing.
 	time.Sleep(1500 * time.Millisecond)
+	if wait != "" {
+		// Under load the step may still be setting up: the case is
+		// about what a peer started, so wait for it (bounded).
+		deadline := time.Now().Add(time.Minute)
+		for !grandchildRunning(pid, wait) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s below a peer of sluice within a minute of the second step's start", wait)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	ns := benchNamespaces(t, pid)
 	if len(ns) == 0 {
 		t.Logf("no namespace of pid %d up at the interrupt (between measurements)", pid)
@@ -406,6 +421,18 @@ func liveInGroups(groups map[int]bool) []int {
 		}
 	}
 	return out
+}
+
+// grandchildRunning says whether a process named comm runs below pid but
+// is not pid's own child: one a peer started.
+func grandchildRunning(pid int, comm string) bool {
+	for _, p := range descendants(pid) {
+		c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p))
+		if pp, _, ok := procState(p); ok && pp != pid && strings.TrimSpace(string(c)) == comm {
+			return true
+		}
+	}
+	return false
 }
 
 // descendants returns the processes below pid, from /proc.
