@@ -54,4 +54,20 @@
 // opened in the namespace named by Config.UplinkNetNS (default: sluice's
 // own), which is how tests, benchmarks and the demo keep every byte inside
 // namespaces they create.
+//
+// # The bridge stack
+//
+// `--network plugin --plugin bridge` (stack_bridge_linux.go, package
+// sandbox/bridge) terminates nothing: the stack namespace holds a second
+// veth whose far end is in the uplink namespace, with the gateway
+// addresses, and the sandbox's frames are forwarded between the two veths
+// by sluice's dataplane, unchanged. The uplink namespace's kernel answers
+// ARP and NDP for the gateway and routes, with forwarding on and an
+// nftables table of the bridge's own masquerading the sandbox's subnets;
+// TCP stays end to end and GSO super-frames cross whole. The egress policy
+// decides each flow at its first frame (a denied TCP flow gets a RST, UDP
+// an ICMP port unreachable), and --pcap-log and --log-packets record the
+// frames. The table, owned by an `nft -i` that lives as long as sluice's
+// pipe to it, and the veth, which dies with the stack namespace, go when
+// sluice does, even when it is killed.
 package sandbox
