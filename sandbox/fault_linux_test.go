@@ -131,11 +131,73 @@ func nsInode(ns string) string {
 	return strings.TrimSuffix(strings.TrimPrefix(ns, "net:["), "]")
 }
 
+// nsPaths returns paths by which processes hold the network namespace ns
+// ("net:[inode]"): their threads' namespaces and their descriptors.
+func nsPaths(ns string) []string {
+	var out []string
+	tasks, _ := filepath.Glob("/proc/[0-9]*/task/*/ns/net")
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, p := range append(tasks, fds...) {
+		if l, err := os.Readlink(p); err == nil && l == ns {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// nsCookie returns the cookie of the network namespace at path: unlike its
+// inode, which a namespace made after it was freed may get, never reused.
+func nsCookie(path string) (uint64, error) {
+	var cookie uint64
+	err := netns.Do(path, func() error {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		return err
+	})
+	return cookie, err
+}
+
+// cookies returns the cookie of each namespace in held, which must be alive.
+func cookies(t *testing.T, held map[string]bool) map[string]uint64 {
+	t.Helper()
+	out := map[string]uint64{}
+	for ns := range held {
+		paths := nsPaths(ns)
+		if len(paths) == 0 {
+			t.Fatalf("nobody holds %s", ns)
+		}
+		c, err := nsCookie(paths[0])
+		if err != nil {
+			t.Fatalf("cookie of %s: %v", ns, err)
+		}
+		out[ns] = c
+	}
+	return out
+}
+
+// holders describes the processes that hold the namespace ns with cookie:
+// only those, not holders of a later namespace that got the same inode.
+func holders(ns string, cookie uint64) []string {
+	var out []string
+	for _, p := range nsPaths(ns) {
+		if c, err := nsCookie(p); err == nil && c == cookie {
+			pid := strings.Split(p, "/")[2]
+			b, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+			out = append(out, fmt.Sprintf("%s (%s)", p, bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
+		}
+	}
+	return out
+}
+
 // checkNothingLeft waits up to 15 s for every process in pids to be gone and
-// every namespace in held to be held by nobody, then checks that nothing is
-// pinned for those namespaces under /sys/fs/bpf/sluice (XDP attachments are
-// pinned per namespace inode).
-func checkNothingLeft(t *testing.T, pids []int, held map[string]bool) {
+// every namespace in held (with its cookie) to be held by nobody, then
+// checks that nothing is pinned for those namespaces under
+// /sys/fs/bpf/sluice (XDP attachments are pinned per namespace inode).
+func checkNothingLeft(t *testing.T, pids []int, held map[string]uint64) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -148,10 +210,9 @@ func checkNothingLeft(t *testing.T, pids []int, held map[string]bool) {
 				}
 			}
 		}
-		now := heldNamespaces()
-		for ns := range held {
-			if holders, ok := now[ns]; ok {
-				left = append(left, fmt.Sprintf("namespace %s held by %v", ns, holders))
+		for ns, cookie := range held {
+			if h := holders(ns, cookie); len(h) > 0 {
+				left = append(left, fmt.Sprintf("namespace %s held by %v", ns, h))
 			}
 		}
 		if len(left) == 0 {
@@ -174,7 +235,7 @@ func checkNothingLeft(t *testing.T, pids []int, held map[string]bool) {
 // faultSandbox starts a stream client in a sandbox (in this process) whose
 // uplink is uplinkNS, reading from server, and returns once the first bytes
 // arrived. It returns the sandbox's own namespaces (stack and command) too.
-func faultSandbox(t *testing.T, log *slog.Logger, uplinkNS string, server netip.AddrPort) (*helper, map[string]bool) {
+func faultSandbox(t *testing.T, log *slog.Logger, uplinkNS string, server netip.AddrPort) (*helper, map[string]uint64) {
 	t.Helper()
 	before := netNamespaces()
 	h := startHelper(t, log, []string{"--uplink-netns", uplinkNS}, "stream-client",
@@ -195,14 +256,14 @@ func faultSandbox(t *testing.T, log *slog.Logger, uplinkNS string, server netip.
 	if len(mine) != 2 {
 		t.Fatalf("the sandbox holds namespaces %v: want the stack's and the command's", mine)
 	}
-	return h, mine
+	return h, cookies(t, mine)
 }
 
 // endFault waits for the stream client's verdict after a fault, checks that
 // it names the failure (want), that the command's status is sluice's, and
 // that the sandbox leaves nothing behind: no process, namespace, pin,
 // descriptor or goroutine.
-func endFault(t *testing.T, h *helper, held map[string]bool, base usage, want ...string) {
+func endFault(t *testing.T, h *helper, held map[string]uint64, base usage, want ...string) {
 	t.Helper()
 	verdict := h.expect("error", time.Minute)
 	t.Logf("the command said: %s", verdict)
@@ -281,8 +342,12 @@ func TestFaultServerNamespaceDeleted(t *testing.T) {
 	}
 
 	serverNS := ""
+	var serverCookie uint64
 	if st, err := os.Stat(netns.Path(v.NSB)); err == nil {
 		serverNS = fmt.Sprintf("net:[%d]", st.Sys().(*syscall.Stat_t).Ino)
+	}
+	if serverCookie, err = nsCookie(netns.Path(v.NSB)); err != nil {
+		t.Fatal(err)
 	}
 	base := measure()
 	h, held := faultSandbox(t, nil, v.NSA, server)
@@ -302,8 +367,8 @@ func TestFaultServerNamespaceDeleted(t *testing.T) {
 			// Sockets the kernel still winds down (the killed
 			// server's, orphaned) may hold a namespace a while; a
 			// process holding it is a leak.
-			if holders := heldNamespaces()[serverNS]; len(holders) > 0 {
-				t.Errorf("%s still in %s 30 s after the server's namespace was deleted; %s is held by %v", v.A, v.NSA, serverNS, holders)
+			if h := holders(serverNS, serverCookie); len(h) > 0 {
+				t.Errorf("%s still in %s 30 s after the server's namespace was deleted; %s is held by %v", v.A, v.NSA, serverNS, h)
 			} else {
 				t.Logf("%s still in %s 30 s after the server's namespace was deleted, held by no process (the kernel's own sockets)", v.A, v.NSA)
 			}
@@ -332,7 +397,7 @@ func TestFaultStackLinkDeleted(t *testing.T) {
 	cmdNS, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", h.sb.Pid()))
 	fds, _ := filepath.Glob("/proc/self/fd/*")
 	for _, p := range fds {
-		if l, err := os.Readlink(p); err == nil && held[l] && l != cmdNS {
+		if l, err := os.Readlink(p); err == nil && held[l] != 0 && l != cmdNS {
 			stackNS = fmt.Sprintf("/proc/%d/fd/%s", os.Getpid(), filepath.Base(p))
 		}
 	}
@@ -376,7 +441,6 @@ type runningSluice struct {
 	lines  chan string // the command's stdout, line by line
 	stderr *syncBuffer
 	waited chan struct{} // closed when cmd has been waited for
-	held   map[string]bool
 }
 
 // startSluice runs `sluice run --uplink-netns ns -- argv...` (with ns "",
@@ -451,7 +515,7 @@ func (r *runningSluice) wait(t *testing.T, d time.Duration) int {
 
 // sandboxNamespaces returns the namespaces sluice (pid) holds besides the
 // test's own and ns (the uplink's): the stack's, plus the command's (cmdPid).
-func sandboxNamespaces(t *testing.T, pid, cmdPid int, ns string) map[string]bool {
+func sandboxNamespaces(t *testing.T, pid, cmdPid int, ns string) map[string]uint64 {
 	t.Helper()
 	held := nsOf(pid)
 	if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", cmdPid)); err == nil {
@@ -467,7 +531,7 @@ func sandboxNamespaces(t *testing.T, pid, cmdPid int, ns string) map[string]bool
 	if len(held) != 2 {
 		t.Fatalf("sluice holds namespaces %v: want the stack's and the command's", held)
 	}
-	return held
+	return cookies(t, held)
 }
 
 // TestFaultSluiceKilled sends SIGKILL to sluice mid-download: the command
