@@ -16,8 +16,9 @@ import (
 // round-trip client.
 type sandboxScenario struct{}
 
-// sandboxStep is a sandbox Step's Arg.
-type sandboxStep struct{ impl, mode string }
+// sandboxStep is a sandbox Step's Arg; stack is sluice's stack, empty for
+// the netstack.
+type sandboxStep struct{ impl, mode, stack string }
 
 // sandboxSetup is a measurement's cost beyond its window: a sandbox (or a
 // pasta) started per client run, iperf3's handshake and the rr warm-up,
@@ -27,7 +28,7 @@ const sandboxSetup = time.Second
 func (sandboxScenario) Name() string { return ScenarioSandbox }
 
 func (sandboxScenario) Description() string {
-	return "a client in a sandbox namespace to a server in a test namespace, through sluice run (per dispatch mode, throughput profile), " +
+	return "a client in a sandbox namespace to a server in a test namespace, through sluice run (per dispatch mode, throughput profile; registered plugin stacks in recvmmsg mode), " +
 		"pasta, slirp4netns and kernel routing over a veth (the limit): iperf3 TCP throughput (tcp_gbps) and 64-byte round trips (rr_us)"
 }
 
@@ -37,6 +38,9 @@ func sandboxOptionsFor(opts SuiteOptions, s sandboxStep) SandboxOptions {
 	o.Duration = opts.Duration
 	o.Impls = []string{s.impl}
 	o.Modes = []string{s.mode}
+	if s.stack != "" {
+		o.Stacks = []string{s.stack}
+	}
 	if opts.Quick {
 		o.Flows = []int{1}
 	}
@@ -72,7 +76,16 @@ func (sandboxScenario) Plan(opts SuiteOptions) ([]Step, string) {
 		modes = []string{"recvmmsg"}
 	}
 	for _, m := range modes {
-		specs = append(specs, sandboxStep{ImplSluice, m})
+		specs = append(specs, sandboxStep{impl: ImplSluice, mode: m})
+	}
+	// Plugin stacks in runsc's mode, beside the netstack (not in a quick
+	// run, whose plan stays the smallest).
+	if !opts.Quick {
+		for _, st := range opts.SandboxStacks {
+			if st != StackNetstack {
+				specs = append(specs, sandboxStep{impl: ImplSluice, mode: "recvmmsg", stack: st})
+			}
+		}
 	}
 	for _, impl := range SandboxImpls[1:] {
 		specs = append(specs, sandboxStep{impl: impl})
@@ -84,6 +97,9 @@ func (sandboxScenario) Plan(opts SuiteOptions) ([]Step, string) {
 		// iperf3 windows are whole seconds.
 		window := max(time.Second, opts.Duration.Round(time.Second))
 		cfg := "impl=" + s.impl
+		if s.stack != "" {
+			cfg += ",stack=" + s.stack
+		}
 		if s.mode != "" {
 			cfg += ",mode=" + s.mode
 		}

@@ -206,3 +206,24 @@ func TestWriteSandboxTableStacks(t *testing.T) {
 		t.Errorf("table (-want +got):\n%s", diff)
 	}
 }
+
+func TestSandboxSuiteStackStep(t *testing.T) {
+	o := sandboxOptionsFor(SuiteOptions{Duration: time.Second}, sandboxStep{impl: ImplSluice, mode: "recvmmsg", stack: "bridge"})
+	var got []string
+	for _, c := range o.configs(ImplSluice, o.Stacks) {
+		got = append(got, c.Metric+" "+c.String())
+	}
+	want := []string{
+		"tcp_gbps stack=bridge,mode=recvmmsg,flows=1,dir=up", "tcp_gbps stack=bridge,mode=recvmmsg,flows=1,dir=down",
+		"tcp_gbps stack=bridge,mode=recvmmsg,flows=4,dir=up", "tcp_gbps stack=bridge,mode=recvmmsg,flows=4,dir=down",
+		"rr_us stack=bridge,mode=recvmmsg,msg=64",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("configs of a plugin stack's step (-want +got):\n%s", diff)
+	}
+	// The netstack's steps say no stack.
+	o = sandboxOptionsFor(SuiteOptions{Duration: time.Second, Quick: true}, sandboxStep{impl: ImplSluice, mode: "mmap"})
+	if cs := o.configs(ImplSluice, o.Stacks); len(cs) == 0 || cs[0].String() != "mode=mmap,flows=1,dir=up" {
+		t.Errorf("netstack step configs %v", cs)
+	}
+}

@@ -138,6 +138,10 @@ type SuiteOptions struct {
 	// Only restricts the run to matching scenarios and steps (see
 	// ParseFilters). Empty runs everything.
 	Only []Filter
+	// SandboxStacks are sluice's stacks registered in the running binary
+	// (sandbox.Stacks); the sandbox scenario measures each one besides
+	// the netstack, in recvmmsg mode, except in a quick run.
+	SandboxStacks []string
 	// Scenarios are the scenarios to run, in order. Default Scenarios().
 	Scenarios []Scenario
 	// Progress receives an Event as each step starts and ends, and for

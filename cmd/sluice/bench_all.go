@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicenet/sluice/bench"
+	"github.com/sluicenet/sluice/sandbox"
 )
 
 // Files `sluice bench all` writes into its output directory.
@@ -87,7 +88,9 @@ dispatch:metric=rx_pps/tx_pps:mode=mmap. Conditions on different keys must
 all hold; the values of one key are alternatives.
 
 Scenarios, in order: ` + strings.Join(scenarioNames(), ", ") + `; dispatch includes the
-xdp mode (AF_XDP), skipped where the kernel has none.
+xdp mode (AF_XDP), skipped where the kernel has none; sandbox runs each
+registered plugin stack (` + strings.Join(sandbox.Stacks(), ", ") + `) in recvmmsg mode besides the
+netstack (sandbox:stack=NAME selects one), except with --quick.
 Exits non-zero when interrupted, when a step failed, or when nothing could run.
 Needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN).`,
 		Example: `  sudo sluice bench all
@@ -120,7 +123,7 @@ func scenarioNames() []string {
 // toSuite checks the flags and turns them into the suite's options; every
 // error names the flag at fault.
 func (o benchAllOptions) toSuite() (bench.SuiteOptions, error) {
-	s := bench.SuiteOptions{Duration: o.duration, Repeat: o.repeat, Quick: o.quick}
+	s := bench.SuiteOptions{Duration: o.duration, Repeat: o.repeat, Quick: o.quick, SandboxStacks: sandbox.Stacks()}
 	if o.duration < bench.MinDuration || o.duration > bench.MaxDuration {
 		return s, fmt.Errorf("--duration %v: must be between %v and %v", o.duration, bench.MinDuration, bench.MaxDuration)
 	}
