@@ -289,16 +289,18 @@ func TestBridgeKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	// The table comes first, then forwarding is turned on: wait for the
+	// whole kernel side.
 	deadline := time.Now().Add(30 * time.Second)
-	for uplinkState(t, ns).tables == "" {
+	for {
+		running := uplinkState(t, ns)
+		if running.tables != "" && running.links != "" && running.forwarding == "1\n1" {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("the bridge's table did not appear within 30 s")
+			t.Fatalf("30 s after start: %+v; want a bridge table, a bridge device and forwarding on", running)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	running := uplinkState(t, ns)
-	if running.links == "" || running.forwarding != "1\n1" {
-		t.Errorf("while running: %+v; want a bridge device and forwarding on", running)
 	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
