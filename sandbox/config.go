@@ -145,7 +145,11 @@ type Config struct {
 	LogPolicyJSON bool `flag:"log-policy-json"`
 	// DNS serves DNS on the gateway addresses (port 53, UDP and TCP) by
 	// forwarding to DNSUpstream, and points the command's resolv.conf at
-	// it; domain rules of the policy need it.
+	// it; domain rules of the policy need it. On by default with
+	// --network sandbox, as the design has it: the command's resolver is
+	// then always the gateway, whose answers the policy can see. Without
+	// an upstream the service answers SERVFAIL rather than failing the
+	// run.
 	DNS bool `flag:"dns"`
 	// DNSUpstream is the resolver the DNS service forwards to
 	// (ADDR[:PORT]); empty means the first nameserver of the host's
@@ -177,6 +181,7 @@ func DefaultConfig() Config {
 		QDisc:              QDiscNone,
 		BufferPooling:      true,
 		XDPNeedWakeup:      true,
+		DNS:                true,
 		Subnet:             DefaultSubnet,
 		Subnet6:            DefaultSubnet6,
 	}
@@ -210,11 +215,11 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StatsFile, "stats-file", c.StatsFile, "write interface counters as JSON to this file when the command ends")
 	fs.StringVar(&c.FaultCorpus, "fault-corpus", c.FaultCorpus, "write each frame whose handling panicked (the fault is contained: the frame is dropped, counted and logged) into this directory as a Go fuzz corpus entry of fdbased's FuzzEndpointFrame; default: none written")
 	fs.BoolVar(&c.AllowHostLoopback, "allow-host-loopback", c.AllowHostLoopback, "let connections to the gateway address reach the uplink namespace's loopback (gateway:port -> 127.0.0.1:port)")
-	fs.Var(ruleList{&c.Allow}, "allow", "allow new flows to all, CIDR[:PORT[/tcp|udp]] ([CIDR6]:PORT for IPv6 with a port) (repeatable; comma-separated values are split)")
-	fs.Var(ruleList{&c.Deny}, "deny", "deny new flows to CIDR[:PORT[/tcp|udp]] (TCP gets a RST, UDP an ICMP unreachable); all makes every flow not allowed denied (repeatable)")
+	fs.Var(ruleList{&c.Allow}, "allow", "allow new flows to CIDR[:PORT[/tcp|udp]] ([CIDR6]:PORT for IPv6 with a port), NAME[:PORT[/tcp|udp]] (the addresses the sandbox's DNS answered for exactly that name, CNAME chains included) or *.NAME[:PORT[/tcp|udp]] (for any name under NAME, not NAME itself) (repeatable; comma-separated values are split)")
+	fs.Var(ruleList{&c.Deny}, "deny", "deny new flows to CIDR, NAME or *.NAME[:PORT[/tcp|udp]] as --allow (TCP gets a RST, UDP an ICMP unreachable); all makes every flow not allowed denied (repeatable)")
 	fs.BoolVar(&c.LogPolicy, "log-policy", c.LogPolicy, "log every egress policy decision to stderr, one line each")
 	fs.BoolVar(&c.LogPolicyJSON, "log-policy-json", c.LogPolicyJSON, "log the policy decisions as JSON lines (implies --log-policy)")
-	fs.BoolVar(&c.DNS, "dns", c.DNS, "serve DNS on the gateway (UDP and TCP port 53, forwarded to the host's resolver or --dns-upstream) and bind-mount a resolv.conf naming it over the command's /etc/resolv.conf")
+	fs.BoolVar(&c.DNS, "dns", c.DNS, "serve DNS on the gateway (UDP and TCP port 53, forwarded to the first nameserver of the host's /etc/resolv.conf or --dns-upstream) and bind-mount a resolv.conf naming it over the command's /etc/resolv.conf; with no usable nameserver it answers SERVFAIL (counted in the stats) and the command still runs; --dns=false turns it off")
 	fs.StringVar(&c.DNSUpstream, "dns-upstream", c.DNSUpstream, "resolver the sandbox's DNS forwards to, ADDR[:PORT] (implies --dns)")
 	fs.Var(ruleList{&c.Publish}, "publish", "forward a host port into the sandbox: [HOSTADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp], listening in the uplink namespace (repeatable)")
 	fs.StringVar(&c.UplinkNetNS, "uplink-netns", c.UplinkNetNS, "open the uplink's host sockets in this network namespace (name or path) instead of sluice's own")
@@ -460,7 +465,7 @@ func (c Config) CheckImplemented() error {
 	}{{true, c.Allow}, {false, c.Deny}} {
 		for _, v := range set.vals {
 			if r, err := ParseRule(set.allow, v); err == nil && r.Domain != "" && !c.DNSOn() {
-				errs = append(errs, fmt.Errorf("%v: %w: add --dns or --dns-upstream", r, ErrNeedsDNS))
+				errs = append(errs, fmt.Errorf("%v: %w: drop --dns=false", r, ErrNeedsDNS))
 			}
 		}
 	}

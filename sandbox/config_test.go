@@ -49,7 +49,7 @@ func everyFlagSet() Config {
 		Deny:                        []string{"all", "[fd00::/8]:53/udp"},
 		LogPolicy:                   true,
 		LogPolicyJSON:               true,
-		DNS:                         true,
+		DNS:                         false,
 		DNSUpstream:                 "192.0.2.53:5353",
 		Publish:                     []string{"8080:80", "127.0.0.1:5353:53/udp"},
 		UplinkAddr:                  []string{"192.0.2.7/24", "2001:db8::7/64"},

@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +33,13 @@ type DNSStats struct {
 	Truncated uint64 `json:"truncated"`
 	// Addresses is the number of (address, name) bindings learnt.
 	Addresses uint64 `json:"addresses"`
+	// ServFail counts the queries the service answered itself with
+	// SERVFAIL because it has no upstream resolver (the host's
+	// resolv.conf names none and --dns-upstream was not given).
+	ServFail uint64 `json:"servfail"`
+	// BadQueries counts queries it could not parse to answer them so;
+	// they get no answer.
+	BadQueries uint64 `json:"bad_queries"`
 }
 
 // nameTable binds the addresses the sandbox's DNS answered to the names
@@ -39,7 +49,7 @@ type nameTable struct {
 	mu    sync.Mutex
 	names map[netip.Addr]map[string]time.Time // address -> name -> expiry
 
-	queriesUDP, queriesTCP, answers, malformed, truncated, bindings atomic.Uint64
+	queriesUDP, queriesTCP, answers, malformed, truncated, bindings, servFails, badQueries atomic.Uint64
 }
 
 func newNameTable() *nameTable {
@@ -55,6 +65,43 @@ func (t *nameTable) has(addr netip.Addr, name string) bool {
 	defer t.mu.Unlock()
 	exp, ok := t.names[addr.Unmap()][name]
 	return ok && time.Now().Before(exp)
+}
+
+// hasUnder reports whether addr was answered for a name under domain (a
+// strict subdomain, at any depth) that has not expired.
+func (t *nameTable) hasUnder(addr netip.Addr, domain string) bool {
+	if t == nil {
+		return false
+	}
+	suffix := "." + domain
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for name, exp := range t.names[addr.Unmap()] {
+		if strings.HasSuffix(name, suffix) && now.Before(exp) {
+			return true
+		}
+	}
+	return false
+}
+
+// namesOf returns the unexpired names addr was answered for, sorted; nil
+// when there are none.
+func (t *nameTable) namesOf(addr netip.Addr) []string {
+	if t == nil {
+		return nil
+	}
+	now := time.Now()
+	t.mu.Lock()
+	var out []string
+	for name, exp := range t.names[addr.Unmap()] {
+		if now.Before(exp) {
+			out = append(out, name)
+		}
+	}
+	t.mu.Unlock()
+	slices.Sort(out)
+	return out
 }
 
 // learn parses a DNS answer and binds its addresses to their names. A
@@ -183,6 +230,7 @@ func (t *nameTable) stats() *DNSStats {
 	return &DNSStats{
 		QueriesUDP: t.queriesUDP.Load(), QueriesTCP: t.queriesTCP.Load(), Answers: t.answers.Load(),
 		Malformed: t.malformed.Load(), Truncated: t.truncated.Load(), Addresses: t.bindings.Load(),
+		ServFail: t.servFails.Load(), BadQueries: t.badQueries.Load(),
 	}
 }
 
@@ -221,4 +269,89 @@ func hostResolver(path string) (netip.AddrPort, error) {
 		}
 	}
 	return netip.AddrPort{}, fmt.Errorf("sandbox: DNS upstream: no nameserver in %s (give --dns-upstream)", path)
+}
+
+// servFail returns the SERVFAIL answer to the query q, with q's ID, flags
+// and question, or nil when q is not a query it can answer (malformed, or
+// itself a response). The service answers so when it has no upstream: the
+// sandbox's resolver then fails at once, as glibc does with a dead
+// nameserver after its timeout, instead of waiting.
+func (t *nameTable) servFail(q []byte) []byte {
+	var p dnsmessage.Parser
+	h, err := p.Start(q)
+	if err != nil || h.Response {
+		t.badQueries.Add(1)
+		return nil
+	}
+	qs, err := p.AllQuestions()
+	if err != nil || len(qs) > 1 {
+		t.badQueries.Add(1)
+		return nil
+	}
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{
+		ID: h.ID, Response: true, OpCode: h.OpCode, RecursionDesired: h.RecursionDesired,
+		RecursionAvailable: true, RCode: dnsmessage.RCodeServerFailure,
+	})
+	if err := b.StartQuestions(); err != nil {
+		t.badQueries.Add(1)
+		return nil
+	}
+	for _, question := range qs {
+		if err := b.Question(question); err != nil {
+			t.badQueries.Add(1)
+			return nil
+		}
+	}
+	msg, err := b.Finish()
+	if err != nil {
+		t.badQueries.Add(1)
+		return nil
+	}
+	t.servFails.Add(1)
+	return msg
+}
+
+// serveServFailTCP answers each query of a DNS-over-TCP stream (RFC 7766
+// framing) with SERVFAIL until the client closes it, sends a query it
+// cannot answer, or stays idle for idle.
+func (t *nameTable) serveServFailTCP(c net.Conn, idle time.Duration) {
+	defer c.Close()
+	var n [2]byte
+	for {
+		_ = c.SetDeadline(time.Now().Add(idle))
+		if _, err := io.ReadFull(c, n[:]); err != nil {
+			return
+		}
+		q := make([]byte, binary.BigEndian.Uint16(n[:]))
+		if _, err := io.ReadFull(c, q); err != nil {
+			return
+		}
+		a := t.servFail(q)
+		if a == nil {
+			return
+		}
+		if _, err := c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(a))), a...)); err != nil {
+			return
+		}
+	}
+}
+
+// serveServFailUDP answers each datagram of a UDP flow with SERVFAIL until
+// the flow is idle for idle or its socket is closed.
+func (t *nameTable) serveServFailUDP(c net.Conn, idle time.Duration) {
+	defer c.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(idle))
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		t.queriesUDP.Add(1)
+		if a := t.servFail(buf[:n]); a != nil {
+			if _, err := c.Write(a); err != nil {
+				return
+			}
+		}
+	}
 }

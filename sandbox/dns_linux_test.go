@@ -1,15 +1,19 @@
 package sandbox_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 
@@ -17,10 +21,11 @@ import (
 	"github.com/sluicenet/sluice/sandbox"
 )
 
-// testZone is the test resolver's data. svc.test is a CNAME chain to
-// real.test (10.99.0.1); other.test is 10.99.0.2; big.test answers over
-// UDP with the TC bit and nothing else, so that a client must retry over
-// TCP (10.99.0.3); bad.test answers garbage.
+// answer is the test resolver: svc.test is a CNAME chain to real.test
+// (10.99.0.1); other.test is 10.99.0.2; big.test answers over UDP with
+// the TC bit and nothing else, so that a client must retry over TCP
+// (10.99.0.3); bad.test answers garbage; a.sub.test and x.y.sub.test are
+// 10.99.0.1, sub.test 10.99.0.2, and nx.sub.test does not exist.
 func answer(q []byte, overTCP bool) []byte {
 	var p dnsmessage.Parser
 	h, err := p.Start(q)
@@ -35,7 +40,11 @@ func answer(q []byte, overTCP bool) []byte {
 	if name == "bad.test." {
 		return []byte{byte(h.ID >> 8), byte(h.ID), 0x81, 0x80, 0, 1, 0, 5, 0xde, 0xad} // claims 5 answers, has none
 	}
-	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired})
+	rcode := dnsmessage.RCodeSuccess
+	if name == "nx.sub.test." {
+		rcode = dnsmessage.RCodeNameError
+	}
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired, RCode: rcode})
 	b.EnableCompression()
 	_ = b.StartQuestions()
 	_ = b.Question(question)
@@ -55,6 +64,10 @@ func answer(q []byte, overTCP bool) []byte {
 		a("real.test.", "10.99.0.1")
 	case "other.test.":
 		a("other.test.", "10.99.0.2")
+	case "a.sub.test.", "x.y.sub.test.":
+		a(name, "10.99.0.1")
+	case "sub.test.":
+		a(name, "10.99.0.2")
 	case "big.test.":
 		if !overTCP {
 			msg, _ := b.Finish()
@@ -189,5 +202,107 @@ curl -sS --max-time 10 -o /dev/null http://10.99.0.2:8085/data; echo "addr exit 
 	}
 	if !strings.Contains(r.stderr, "-> 10.99.0.1:8085 (--allow svc.test)") || !strings.Contains(r.stderr, "deny tcp 10.0.2.100:") {
 		t.Errorf("policy log:\n%s", r.stderr)
+	}
+}
+
+// TestDNSNoUpstream runs sluice with the DNS service on by default on a
+// host whose /etc/resolv.conf names no nameserver (an empty file
+// bind-mounted over it in a mount namespace of the test's): the run
+// succeeds, the command's queries over UDP and TCP get SERVFAIL at once,
+// and the stats count them. With --dns=false the command keeps the host's
+// resolv.conf.
+func TestDNSNoUpstream(t *testing.T) {
+	testenv.RequireTool(t, "dig")
+	testenv.RequireTool(t, "unshare")
+	ns := serverNS(t)
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(empty, []byte("# no nameserver\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stats := filepath.Join(dir, "stats.json")
+	script := `cat /etc/resolv.conf
+dig +tries=1 +time=5 svc.test A | grep -o 'status: [A-Z]*' | sed 's/^/udp /'
+dig +tcp +tries=1 +time=5 svc.test A | grep -o 'status: [A-Z]*' | sed 's/^/tcp /'`
+	run := func(args ...string) result {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "unshare", append([]string{"-m", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec "$@"`, empty, sluiceBin}, args...)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if ctx.Err() != nil {
+			t.Fatalf("sluice %q timed out\nstdout: %s\nstderr: %s", args, stdout.String(), stderr.String())
+		}
+		if err != nil {
+			t.Fatalf("sluice %q: %v\nstdout: %s\nstderr: %s", args, err, stdout.String(), stderr.String())
+		}
+		return result{stdout: stdout.String(), stderr: stderr.String()}
+	}
+	r := run("run", "--uplink-netns", ns, "--stats-file", stats, "--", "sh", "-c", script)
+	t.Logf("sandbox output:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+	for _, want := range []string{"nameserver 10.0.2.2", "udp status: SERVFAIL", "tcp status: SERVFAIL"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s\nstderr: %s", want, r.stdout, r.stderr)
+		}
+	}
+	if !strings.Contains(r.stderr, "no upstream resolver") {
+		t.Errorf("stderr does not say why DNS fails:\n%s", r.stderr)
+	}
+	b, err := os.ReadFile(stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep sandbox.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if d := rep.DNS; d == nil || d.ServFail < 2 || d.QueriesUDP == 0 || d.QueriesTCP == 0 {
+		t.Errorf("DNS stats %+v: want a UDP and a TCP query answered SERVFAIL", d)
+	}
+
+	r = run("run", "--uplink-netns", ns, "--dns=false", "--", "cat", "/etc/resolv.conf")
+	if strings.TrimSpace(r.stdout) != "# no nameserver" {
+		t.Errorf("--dns=false: the command's resolv.conf is %q, want the host's", r.stdout)
+	}
+}
+
+// TestWildcardDomainPolicy runs `--deny all --allow '*.sub.test'`: names
+// under sub.test, at any depth, are reached; sub.test itself is refused
+// (RST), as is a bare address never resolved, each logged with what its
+// address was resolved as; a name that does not resolve never makes a
+// flow.
+func TestWildcardDomainPolicy(t *testing.T) {
+	testenv.RequireTool(t, "curl")
+	ns := serverNS(t)
+	testenv.IP(t, ns, "addr", "add", "10.99.0.2/32", "dev", "lo")
+	testenv.IP(t, ns, "addr", "add", "10.99.0.3/32", "dev", "lo")
+	dnsServer(t, ns, "10.99.0.1:53")
+	for _, a := range []string{"10.99.0.1:8086", "10.99.0.2:8086", "10.99.0.3:8086"} {
+		serveData(t, listen(t, ns, netip.MustParseAddrPort(a)), 1000)
+	}
+	script := `for h in a.sub.test x.y.sub.test sub.test nx.sub.test 10.99.0.3; do
+curl -sS --max-time 10 -o /dev/null http://$h:8086/data 2>/dev/null; echo "$h exit $?"
+done`
+	r := mustRun(t, "run", "--uplink-netns", ns, "--dns-upstream", "10.99.0.1", "--deny", "all", "--allow", "*.sub.test", "--log-policy", "--", "sh", "-c", script)
+	t.Logf("stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+	for _, want := range []string{
+		"a.sub.test exit 0", "x.y.sub.test exit 0",
+		"sub.test exit 7",    // refused: the wildcard does not cover the domain itself
+		"nx.sub.test exit 6", // curl: could not resolve
+		"10.99.0.3 exit 7",
+	} {
+		if !strings.Contains(r.stdout, "\n"+want) && !strings.HasPrefix(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	for _, want := range []string{
+		"-> 10.99.0.1:8086 (--allow *.sub.test)",
+		"-> 10.99.0.2:8086 (--deny all; 10.99.0.2 was resolved for sub.test)",
+		"-> 10.99.0.3:8086 (--deny all; 10.99.0.3 was not resolved by the sandbox's DNS)",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("policy log lacks %q:\n%s", want, r.stderr)
+		}
 	}
 }

@@ -27,8 +27,14 @@ type Rule struct {
 	// Prefix is the destination CIDR; invalid for All and domain rules.
 	Prefix netip.Prefix
 	// Domain is the destination name of a domain rule, lower case,
-	// without the trailing dot.
+	// without the trailing dot (and without the "*." of a wildcard).
 	Domain string
+	// Wildcard makes the domain rule match every name under Domain, at
+	// any depth (`*.example.org` matches a.example.org and
+	// a.b.example.org), but not Domain itself; a rule without it matches
+	// exactly its name. Both also match the names that led to an
+	// address through a CNAME chain.
+	Wildcard bool
 	// Port is the destination port; 0 matches any.
 	Port uint16
 	// Proto is "tcp" or "udp"; empty matches both.
@@ -50,7 +56,8 @@ func (r Rule) String() string {
 //	all                     every destination (a default, see Policy)
 //	CIDR or ADDR            10.0.0.0/8, 192.0.2.1, fd00::/8
 //	CIDR:PORT[/PROTO]       10.0.0.0/8:443/tcp, [fd00::/8]:53/udp
-//	NAME[:PORT[/PROTO]]     example.org, example.org:443/tcp
+//	NAME[:PORT[/PROTO]]     example.org, example.org:443/tcp (that name only)
+//	*.NAME[:PORT[/PROTO]]   *.example.org (every name under it, not itself)
 //
 // An IPv6 CIDR with a port is written in brackets, as an IPv6 address with
 // a port is.
@@ -122,7 +129,13 @@ func ParseRule(allow bool, s string) (Rule, error) {
 			break
 		}
 		name := strings.TrimSuffix(strings.ToLower(dest), ".")
+		if rest, ok := strings.CutPrefix(name, "*."); ok {
+			name, r.Wildcard = rest, true
+		}
 		if !validName(name) {
+			if strings.Contains(name, "*") {
+				return r, fmt.Errorf("%q: a wildcard is only allowed as the whole first label (*.example.org)", s)
+			}
 			return r, fmt.Errorf("%q: %q is neither all, an address, a CIDR nor a domain name", s, dest)
 		}
 		r.Domain = name
@@ -191,6 +204,7 @@ type Policy struct {
 	defaultDeny bool
 	defaultN    atomic.Uint64 // flows decided by the default
 	names       *nameTable    // what the sandbox's DNS answered; nil without it
+	domains     bool          // some rule is a domain rule
 
 	mu   sync.Mutex // serialises log lines
 	log  io.Writer  // nil: decisions are not logged
@@ -218,6 +232,7 @@ func newPolicy(c Config, log io.Writer, asJSON bool, names *nameTable) (*Policy,
 			if r.Domain != "" && names == nil {
 				return nil, fmt.Errorf("%v: %w", r, ErrNeedsDNS)
 			}
+			p.domains = p.domains || r.Domain != ""
 			if r.All && !r.Allow {
 				p.defaultDeny = true
 				continue
@@ -243,6 +258,9 @@ func (r Rule) matches(proto string, dst netip.Addr, port uint16, names *nameTabl
 		// A name the sandbox never resolved (or whose answer
 		// expired) matches nothing: the flow falls to the other
 		// rules, and under --deny all is refused and logged.
+		if r.Wildcard {
+			return names.hasUnder(dst, r.Domain)
+		}
 		return names.has(dst, r.Domain)
 	}
 	return r.Prefix.IsValid() && r.Prefix.Contains(dst.Unmap())
@@ -289,7 +307,17 @@ func (p *Policy) DecideRule(proto string, src, dst netip.AddrPort) (allow bool, 
 		}
 	}
 	if p.log != nil {
-		p.logDecision(proto, src, dst, allow, rule)
+		// With domain rules, a flow that none matched says what its
+		// address was resolved as, if anything: a name the sandbox
+		// could not resolve (or whose answer expired) shows as none.
+		var names []string
+		if idx < 0 && p.domains {
+			names = p.names.namesOf(dst.Addr())
+			if names == nil {
+				names = []string{}
+			}
+		}
+		p.logDecision(proto, src, dst, allow, rule, names)
 	}
 	return allow, rule
 }
@@ -301,22 +329,36 @@ func verdict(allow bool) string {
 	return "deny"
 }
 
-func (p *Policy) logDecision(proto string, src, dst netip.AddrPort, allow bool, rule string) {
+// logDecision logs one decision. names, when not nil, are the names the
+// sandbox's DNS answered dst with (empty: none, or expired).
+func (p *Policy) logDecision(proto string, src, dst netip.AddrPort, allow bool, rule string, names []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.json {
 		b, _ := json.Marshal(struct {
-			Time    string `json:"time"`
-			Verdict string `json:"verdict"`
-			Proto   string `json:"proto"`
-			Src     string `json:"src"`
-			Dst     string `json:"dst"`
-			Rule    string `json:"rule"`
-		}{time.Now().UTC().Format(time.RFC3339Nano), verdict(allow), proto, src.String(), dst.String(), rule})
+			Time    string   `json:"time"`
+			Verdict string   `json:"verdict"`
+			Proto   string   `json:"proto"`
+			Src     string   `json:"src"`
+			Dst     string   `json:"dst"`
+			Rule    string   `json:"rule"`
+			Names   []string `json:"names,omitempty"`
+			// Unresolved: dst was not answered by the sandbox's DNS
+			// (or the answer expired), so no domain rule could match.
+			Unresolved bool `json:"unresolved,omitempty"`
+		}{time.Now().UTC().Format(time.RFC3339Nano), verdict(allow), proto, src.String(), dst.String(), rule, names, names != nil && len(names) == 0})
 		fmt.Fprintf(p.log, "%s\n", b)
 		return
 	}
-	fmt.Fprintf(p.log, "sluice: policy: %s %s %v -> %v (%s)\n", verdict(allow), proto, src, dst, rule)
+	why := rule
+	switch {
+	case names == nil:
+	case len(names) == 0:
+		why += fmt.Sprintf("; %v was not resolved by the sandbox's DNS", dst.Addr())
+	default:
+		why += fmt.Sprintf("; %v was resolved for %s", dst.Addr(), strings.Join(names, ", "))
+	}
+	fmt.Fprintf(p.log, "sluice: policy: %s %s %v -> %v (%s)\n", verdict(allow), proto, src, dst, why)
 }
 
 // Stats returns the flows each rule decided, the default last.

@@ -64,7 +64,7 @@ curl -sS --max-time 10 -o /dev/null -w 'second %{size_download}\n' http://10.99.
 	}
 
 	// Bad values fail before the command starts, naming the flag.
-	for _, bad := range [][]string{{"--allow", "10.99.0.1:http"}, {"--deny", "10.99.0.0/40"}, {"--allow", "example.org"}} {
+	for _, bad := range [][]string{{"--allow", "10.99.0.1:http"}, {"--deny", "10.99.0.0/40"}, {"--dns=false", "--allow", "example.org"}} {
 		r := runSluice(t, append(append([]string{"run", "--uplink-netns", ns}, bad...), "--", "true")...)
 		if r.code == 0 || !strings.Contains(r.stderr, bad[0]) {
 			t.Errorf("%q: exit %d, stderr %q; want a failure naming %s", bad, r.code, r.stderr, bad[0])

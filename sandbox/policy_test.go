@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 func TestParseRule(t *testing.T) {
@@ -25,6 +27,8 @@ func TestParseRule(t *testing.T) {
 		{"[fd00::/8]:443/tcp", Rule{Prefix: netip.MustParsePrefix("fd00::/8"), Port: 443, Proto: "tcp"}},
 		{"Example.ORG.", Rule{Domain: "example.org"}},
 		{"example.org:443/tcp", Rule{Domain: "example.org", Port: 443, Proto: "tcp"}},
+		{"*.Example.org", Rule{Domain: "example.org", Wildcard: true}},
+		{"*.example.org:443/tcp", Rule{Domain: "example.org", Wildcard: true, Port: 443, Proto: "tcp"}},
 	} {
 		got, err := ParseRule(true, tc.in)
 		if err != nil {
@@ -37,7 +41,8 @@ func TestParseRule(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"", ":80", "10.0.0.0/33", "10.0.0.1:0", "10.0.0.1:70000", "10.0.0.1:80/sctp",
-		"10.0.0.1:", "[fd00::/8", "[fd00::1]x", "10.0.0.300", "exa mple.org", "-bad.org", "all:80", "1.2.3.4:http"} {
+		"10.0.0.1:", "[fd00::/8", "[fd00::1]x", "10.0.0.300", "exa mple.org", "-bad.org", "all:80", "1.2.3.4:http",
+		"*", "*.", "a.*.org", "*example.org", "**.example.org", "*.*.example.org"} {
 		if r, err := ParseRule(false, in); err == nil {
 			t.Errorf("ParseRule(%q) = %+v, want an error", in, r)
 		}
@@ -120,11 +125,76 @@ func TestPolicyFlags(t *testing.T) {
 			t.Errorf("%s: %v, want an error naming %s", tc.flag, err, tc.want)
 		}
 	}
-	c, err = ParseFlags([]string{"--allow", "example.org"})
+	c, err = ParseFlags([]string{"--dns=false", "--allow", "example.org"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.CheckImplemented(); !errors.Is(err, ErrNeedsDNS) {
 		t.Errorf("domain rule: CheckImplemented() = %v, want ErrNeedsDNS", err)
+	}
+}
+
+// TestDomainRules decides flows against names the DNS service learnt from
+// built answers: an exact rule matches its name (and the names of a CNAME
+// chain to it) only, a wildcard every name under its domain but not the
+// domain itself, and an address never answered is logged as unresolved.
+func TestDomainRules(t *testing.T) {
+	names := newNameTable()
+	answer := func(name string, a string, cnames ...string) {
+		b := dnsmessage.NewBuilder(nil, dnsmessage.Header{Response: true})
+		_ = b.StartAnswers()
+		owner := name
+		for _, c := range cnames {
+			_ = b.CNAMEResource(dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(owner + "."), Class: dnsmessage.ClassINET, TTL: 300},
+				dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName(c + ".")})
+			owner = c
+		}
+		_ = b.AResource(dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(owner + "."), Class: dnsmessage.ClassINET, TTL: 300},
+			dnsmessage.AResource{A: netip.MustParseAddr(a).As4()})
+		msg, err := b.Finish()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names.learn(msg)
+	}
+	answer("example.org", "192.0.2.1")
+	answer("a.example.org", "192.0.2.2")
+	answer("x.y.example.org", "192.0.2.3")
+	answer("badexample.org", "192.0.2.4")
+	answer("alias.test", "192.0.2.5", "cdn.example.org") // a name outside, led under it by a CNAME
+	c := DefaultConfig()
+	c.Deny = []string{"all"}
+	c.Allow = []string{"*.example.org:443/tcp", "example.org:80"}
+	var log bytes.Buffer
+	p, err := newPolicy(c, &log, false, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := netip.MustParseAddrPort("10.0.2.100:40000")
+	for _, tc := range []struct {
+		dst  string
+		want bool
+	}{
+		{"192.0.2.1:80", true},   // example.org, exact
+		{"192.0.2.1:443", false}, // example.org is not under *.example.org
+		{"192.0.2.2:443", true},  // a.example.org
+		{"192.0.2.2:80", false},  // not example.org itself
+		{"192.0.2.3:443", true},  // any depth
+		{"192.0.2.4:443", false}, // badexample.org is not under example.org
+		{"192.0.2.5:443", true},  // CNAME target cdn.example.org
+		{"192.0.2.9:443", false}, // never resolved
+	} {
+		if got := p.Decide("tcp", src, netip.MustParseAddrPort(tc.dst)); got != tc.want {
+			t.Errorf("Decide(%s) = %v, want %v\nlog:\n%s", tc.dst, got, tc.want, log.String())
+		}
+	}
+	for _, want := range []string{
+		"deny tcp 10.0.2.100:40000 -> 192.0.2.9:443 (--deny all; 192.0.2.9 was not resolved by the sandbox's DNS)",
+		"deny tcp 10.0.2.100:40000 -> 192.0.2.4:443 (--deny all; 192.0.2.4 was resolved for badexample.org)",
+		"allow tcp 10.0.2.100:40000 -> 192.0.2.3:443 (--allow *.example.org:443/tcp)",
+	} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, log.String())
+		}
 	}
 }

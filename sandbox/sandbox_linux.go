@@ -149,18 +149,28 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 	var resolvConf string
 	if c.DNSOn() && args.Network.hasStack() {
 		if c.DNSUpstream != "" {
-			sb.dnsUpstream, err = ParseDNSUpstream(c.DNSUpstream)
-		} else {
-			sb.dnsUpstream, err = hostResolver("/etc/resolv.conf")
-		}
-		if err != nil {
-			return nil, err
+			if sb.dnsUpstream, err = ParseDNSUpstream(c.DNSUpstream); err != nil {
+				return nil, err
+			}
+		} else if sb.dnsUpstream, err = hostResolver("/etc/resolv.conf"); err != nil {
+			// The service runs all the same and answers SERVFAIL
+			// (counted, and logged at the first query): a host
+			// without a resolver must not keep a command that needs
+			// no names from running.
+			log.Info("sandbox: DNS without an upstream resolver", "err", err)
 		}
 		sb.names = newNameTable()
-		if resolvConf, err = writeResolvConf(args.Uplink.Gateways); err != nil {
-			return nil, err
+		// The bind mount needs a file to cover; a host without
+		// /etc/resolv.conf leaves the command's resolver unconfigured,
+		// and the service on the gateway still answers.
+		if _, err := os.Stat("/etc/resolv.conf"); err == nil {
+			if resolvConf, err = writeResolvConf(args.Uplink.Gateways); err != nil {
+				return nil, err
+			}
+			sb.push(func() { os.RemoveAll(filepath.Dir(resolvConf)) })
+		} else {
+			log.Warn("sandbox: DNS: the host has no /etc/resolv.conf to bind-mount over; the command's resolver is not pointed at the gateway", "err", err)
 		}
-		sb.push(func() { os.RemoveAll(filepath.Dir(resolvConf)) })
 	}
 	if len(c.Allow) > 0 || len(c.Deny) > 0 {
 		var plog io.Writer

@@ -64,9 +64,10 @@ type uplink struct {
 	gateways map[netip.Addr]bool
 	subnets  []netip.Prefix
 	policy   *Policy // nil allows every flow
-	// dns is where the sandbox's DNS queries to a gateway address (port
-	// 53) are forwarded; invalid when the DNS service is off. names
-	// learns from the answers.
+	// names is the DNS service (its counters and what it learnt from the
+	// answers); nil when the service is off. dns is where the sandbox's
+	// queries to a gateway address (port 53) are forwarded; invalid when
+	// there is no upstream, and the service then answers SERVFAIL itself.
 	dns   netip.AddrPort
 	names *nameTable
 	log   *slog.Logger
@@ -78,6 +79,8 @@ type uplink struct {
 	// subnets (set with an XDP uplink NIC).
 	local       map[netip.Addr]bool
 	sandboxOnly bool
+	// noUpstreamOnce logs the missing upstream once per run.
+	noUpstreamOnce sync.Once
 
 	ctx    context.Context // cancelled by close: stops dials in progress
 	cancel context.CancelFunc
@@ -213,7 +216,15 @@ func (u *uplink) target(dst netip.Addr) (netip.Addr, bool) {
 // isDNS reports whether a flow to dst:port is a query to the sandbox's DNS
 // service: port 53 of a gateway address, with the service on.
 func (u *uplink) isDNS(dst netip.Addr, port uint16) bool {
-	return u.dns.IsValid() && port == 53 && u.gateways[dst]
+	return u.names != nil && port == 53 && u.gateways[dst]
+}
+
+// noUpstream logs, once, that the DNS service answers SERVFAIL for want of
+// an upstream resolver.
+func (u *uplink) noUpstream() {
+	u.noUpstreamOnce.Do(func() {
+		u.log.Warn("sandbox: DNS: no upstream resolver (no usable nameserver in the host's /etc/resolv.conf); answering SERVFAIL; give --dns-upstream ADDR[:PORT]")
+	})
 }
 
 // inNS runs fn on a thread in the uplink namespace, so that the sockets it
@@ -265,6 +276,11 @@ func (u *uplink) handleTCP(r *tcp.ForwarderRequest) {
 		// The sandbox's resolver, served by forwarding to the
 		// upstream; not subject to the policy, which it feeds.
 		u.names.queriesTCP.Add(1)
+		if !u.dns.IsValid() {
+			u.serveServFailTCP(r)
+			completed = true
+			return
+		}
 		dst, ok = u.dns.Addr(), true
 	} else if !ok || !u.fromSandbox(toAddr(id.RemoteAddress)) {
 		r.Complete(true) // refused: RST the SYN
@@ -404,6 +420,9 @@ func (u *uplink) handleUDP(r *udp.ForwarderRequest) bool {
 	port := id.LocalPort
 	dnsFlow := u.isDNS(toAddr(id.LocalAddress), id.LocalPort)
 	if dnsFlow {
+		if !u.dns.IsValid() {
+			return u.serveServFailUDP(r)
+		}
 		dst, port, ok = u.dns.Addr(), u.dns.Port(), true
 	}
 	if !ok || !u.fromSandbox(toAddr(id.RemoteAddress)) {
@@ -495,4 +514,49 @@ func relayUDP(sb, host net.Conn, idle time.Duration, fromSandbox, toSandbox func
 	go func() { defer wg.Done(); pump(host, sb, fromSandbox) }()
 	go func() { defer wg.Done(); pump(sb, host, toSandbox) }()
 	wg.Wait()
+}
+
+// serveServFailTCP accepts a DNS-over-TCP connection of the sandbox and
+// answers its queries with SERVFAIL (the service has no upstream).
+func (u *uplink) serveServFailTCP(r *tcp.ForwarderRequest) {
+	u.noUpstream()
+	var wq waiter.Queue
+	ep, tcpipErr := r.CreateEndpoint(&wq)
+	if tcpipErr != nil {
+		r.Complete(true)
+		return
+	}
+	r.Complete(false)
+	c := gonet.NewTCPConn(&wq, ep)
+	if !u.begin(c) {
+		c.Close()
+		return
+	}
+	go func() {
+		defer u.end(c)
+		defer u.contain("dns flow", func() { c.Close() })
+		u.names.serveServFailTCP(c, udpIdleTimeout)
+	}()
+}
+
+// serveServFailUDP answers a UDP DNS flow of the sandbox with SERVFAIL
+// (the service has no upstream).
+func (u *uplink) serveServFailUDP(r *udp.ForwarderRequest) bool {
+	u.noUpstream()
+	var wq waiter.Queue
+	ep, tcpipErr := r.CreateEndpoint(&wq)
+	if tcpipErr != nil {
+		return true
+	}
+	c := gonet.NewUDPConn(&wq, ep)
+	if !u.begin(c) {
+		c.Close()
+		return true
+	}
+	go func() {
+		defer u.end(c)
+		defer u.contain("dns flow", func() { c.Close() })
+		u.names.serveServFailUDP(c, udpIdleTimeout)
+	}()
+	return true
 }
