@@ -10,8 +10,9 @@ import (
 // Publish is one --publish value: a host address and port forwarded to a
 // port of the sandbox.
 type Publish struct {
-	// Host is where sluice listens (in the uplink namespace); an
-	// unspecified address (the default, 0.0.0.0) listens on all.
+	// Host is where sluice listens (in the uplink namespace). The
+	// default, [::], listens on every address of both families (a
+	// dual-stack socket); 0.0.0.0 on every IPv4 address only.
 	Host        netip.AddrPort
 	SandboxPort uint16
 	Proto       string // "tcp" or "udp"
@@ -29,7 +30,7 @@ func ParsePublish(s string) (Publish, error) {
 			return p, fmt.Errorf("%q: protocol %q: want tcp or udp", s, p.Proto)
 		}
 	}
-	host := netip.IPv4Unspecified()
+	host, hostSet := netip.IPv6Unspecified(), false
 	if strings.HasPrefix(rest, "[") {
 		end := strings.Index(rest, "]")
 		if end < 0 || len(rest) <= end+1 || rest[end+1] != ':' {
@@ -39,13 +40,13 @@ func ParsePublish(s string) (Publish, error) {
 		if err != nil || !a.Is6() {
 			return p, fmt.Errorf("%q: %q is not an IPv6 address", s, rest[1:end])
 		}
-		host, rest = a, rest[end+2:]
+		host, hostSet, rest = a, true, rest[end+2:]
 	}
 	parts := strings.Split(rest, ":")
 	switch len(parts) {
 	case 2:
 	case 3:
-		if host != netip.IPv4Unspecified() {
+		if hostSet {
 			return p, fmt.Errorf("%q: want [HOSTADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp]", s)
 		}
 		a, err := netip.ParseAddr(parts[0])

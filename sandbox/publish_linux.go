@@ -12,26 +12,35 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // publish opens the host side of every --publish in the uplink namespace
 // and serves it: each accepted connection (each new client of a UDP port)
-// becomes a connection from the gateway address into the sandbox through
-// the netstack. The sandbox sees the gateway as the peer, not the real
-// client: the netstack could spoof the client's address, but the sandbox's
-// replies to it would then have to be taken in by a promiscuous NIC and
-// matched to the flow, which the plain endpoint does not do. Every listener
-// is open when publish returns, so a port in use fails before the command
-// starts.
+// becomes a connection into the sandbox through the netstack, to the
+// sandbox's address of the client's family (or the other one, when the
+// sandbox has only that).
+//
+// The sandbox sees the real client address and port where it can answer
+// it: the connection into the sandbox is made from the client's address,
+// which the netstack's NIC may use because it spoofs (a source that is not
+// its own) and is promiscuous (it takes in frames for any destination). The
+// sandbox's replies reach it because the client is off the sandbox's
+// subnet, behind the default route through the gateway. A client the
+// sandbox cannot answer so (a loopback or link-local address, an address
+// inside the sandbox's subnets, or one of the other family than the
+// sandbox's address) is replaced by the gateway, as a NAT would. Every
+// listener is open when publish returns, so a port in use fails before the
+// command starts.
 func (u *uplink) publish(ps []Publish, sandbox4, sandbox6 netip.Addr) error {
 	if u.sandboxOnly {
 		// --xdp redirect/tunnel: the ports are the netstack's.
 		return u.publishNetstack(ps, sandbox4, sandbox6)
 	}
 	type opened struct {
-		p   Publish
-		dst netip.AddrPort
-		c   io.Closer
+		p Publish
+		c io.Closer
 	}
 	var all []opened
 	fail := func(err error) error {
@@ -41,10 +50,6 @@ func (u *uplink) publish(ps []Publish, sandbox4, sandbox6 netip.Addr) error {
 		return err
 	}
 	for _, p := range ps {
-		dst := sandbox4
-		if (p.Host.Addr().Is6() && sandbox6.IsValid()) || !dst.IsValid() {
-			dst = sandbox6
-		}
 		var c io.Closer
 		err := u.inNS(func() error {
 			var err error
@@ -58,20 +63,97 @@ func (u *uplink) publish(ps []Publish, sandbox4, sandbox6 netip.Addr) error {
 		if err != nil {
 			return fail(fmt.Errorf("sandbox: --publish %v: %w", p, err))
 		}
-		all = append(all, opened{p, netip.AddrPortFrom(dst, p.SandboxPort), c})
+		all = append(all, opened{p, c})
 	}
 	for _, o := range all {
 		if !u.begin(o.c) {
 			return fail(errors.New("sandbox: --publish: the uplink is closing"))
 		}
+		t := publishTarget{sandbox4: sandbox4, sandbox6: sandbox6, port: o.p.SandboxPort}
 		switch l := o.c.(type) {
 		case *net.TCPListener:
-			go func() { defer u.end(l); u.serveTCP(l, o.dst) }()
+			go func() { defer u.end(l); u.serveTCP(l, t) }()
 		case *net.UDPConn:
-			go func() { defer u.end(l); u.serveUDP(l, o.dst) }()
+			go func() { defer u.end(l); u.serveUDP(l, t) }()
 		}
 	}
 	return nil
+}
+
+// publishTarget is the sandbox side of a published port.
+type publishTarget struct {
+	sandbox4, sandbox6 netip.Addr // invalid when the family is off
+	port               uint16
+}
+
+// route returns the sandbox's address and port a connection from client
+// goes to, and the source it is made from: the client itself when the
+// sandbox can answer it there, else invalid (the stack then picks the
+// gateway address of dst's family).
+func (u *uplink) route(t publishTarget, client netip.AddrPort) (dst, src netip.AddrPort) {
+	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+	a := t.sandbox4
+	if (client.Addr().Is6() && t.sandbox6.IsValid()) || !a.IsValid() {
+		a = t.sandbox6
+	}
+	dst = netip.AddrPortFrom(a, t.port)
+	if u.answerable(client.Addr(), a) {
+		src = client
+	}
+	return dst, src
+}
+
+// answerable reports whether the sandbox at sandbox can be sent packets
+// from c and answer them: c is of the same family, a unicast address that
+// the sandbox routes through the gateway.
+func (u *uplink) answerable(c, sandbox netip.Addr) bool {
+	if c.Is4() != sandbox.Is4() || c.IsLoopback() || c.IsUnspecified() || c.IsMulticast() ||
+		c.IsLinkLocalUnicast() || c == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || u.gateways[c] {
+		return false
+	}
+	for _, p := range u.subnets {
+		if p.Contains(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// dialSandbox connects a netstack TCP endpoint to dst in the sandbox, from
+// src when it is valid: its port if the stack has it free, else another
+// port of the same address, else (which the spoofing NIC should never
+// leave) the gateway.
+func (u *uplink) dialSandbox(ctx context.Context, src, dst netip.AddrPort) (*gonet.TCPConn, error) {
+	var wq waiter.Queue
+	ep, tcpipErr := u.s.NewEndpoint(tcp.ProtocolNumber, protoOf(dst.Addr()), &wq)
+	if tcpipErr != nil {
+		return nil, errors.New(tcpipErr.String())
+	}
+	if src.IsValid() {
+		if err := ep.Bind(u.fullAddr(src)); err != nil {
+			if err := ep.Bind(u.fullAddr(netip.AddrPortFrom(src.Addr(), 0))); err != nil {
+				u.log.Debug("publish: cannot use the client's address; the sandbox sees the gateway", "client", src, "err", err.String())
+			}
+		}
+	}
+	waitEntry, notify := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&waitEntry)
+	defer wq.EventUnregister(&waitEntry)
+	err := ep.Connect(u.fullAddr(dst))
+	if _, ok := err.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-ctx.Done():
+			ep.Close()
+			return nil, ctx.Err()
+		case <-notify:
+		}
+		err = ep.LastError()
+	}
+	if err != nil {
+		ep.Close()
+		return nil, errors.New(err.String())
+	}
+	return gonet.NewTCPConn(&wq, ep), nil
 }
 
 func (u *uplink) fullAddr(a netip.AddrPort) tcpip.FullAddress {
@@ -79,8 +161,8 @@ func (u *uplink) fullAddr(a netip.AddrPort) tcpip.FullAddress {
 }
 
 // serveTCP accepts on l until it is closed and splices each connection to
-// dst in the sandbox; one the sandbox refuses is reset.
-func (u *uplink) serveTCP(l *net.TCPListener, dst netip.AddrPort) {
+// the sandbox; one the sandbox refuses is reset.
+func (u *uplink) serveTCP(l *net.TCPListener, t publishTarget) {
 	var backoff time.Duration
 	for {
 		c, err := l.AcceptTCP()
@@ -111,8 +193,10 @@ func (u *uplink) serveTCP(l *net.TCPListener, dst netip.AddrPort) {
 		}
 		go func() {
 			defer u.end(c)
+			client, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+			dst, src := u.route(t, client)
 			ctx, cancel := context.WithTimeout(u.ctx, dialTimeout)
-			sb, err := gonet.DialContextTCP(ctx, u.s, u.fullAddr(dst), protoOf(dst.Addr()))
+			sb, err := u.dialSandbox(ctx, src, dst)
 			cancel()
 			if err != nil {
 				u.log.Debug("publish: the sandbox refused", "dst", dst, "client", c.RemoteAddr(), "err", err)
@@ -156,9 +240,10 @@ func spliceConns(sb *gonet.TCPConn, host *net.TCPConn) {
 }
 
 // serveUDP reads datagrams on pc until it is closed; each client gets a
-// flow of its own to dst (a netstack UDP socket), whose replies go back to
-// that client, ended after udpIdleTimeout without a datagram.
-func (u *uplink) serveUDP(pc *net.UDPConn, dst netip.AddrPort) {
+// flow of its own into the sandbox (a netstack UDP socket, from the
+// client's address where route allows), whose replies go back to that
+// client, ended after udpIdleTimeout without a datagram.
+func (u *uplink) serveUDP(pc *net.UDPConn, t publishTarget) {
 	var mu sync.Mutex
 	flows := map[netip.AddrPort]*gonet.UDPConn{}
 	defer func() {
@@ -177,8 +262,19 @@ func (u *uplink) serveUDP(pc *net.UDPConn, dst netip.AddrPort) {
 		mu.Lock()
 		f := flows[client]
 		if f == nil {
+			dst, src := u.route(t, client)
 			raddr := u.fullAddr(dst)
-			f, err = gonet.DialUDP(u.s, nil, &raddr, protoOf(dst.Addr()))
+			var laddr *tcpip.FullAddress
+			if src.IsValid() {
+				a := u.fullAddr(src)
+				laddr = &a
+			}
+			f, err = gonet.DialUDP(u.s, laddr, &raddr, protoOf(dst.Addr()))
+			if err != nil && laddr != nil {
+				// The client's port is taken in the stack: the
+				// gateway instead.
+				f, err = gonet.DialUDP(u.s, nil, &raddr, protoOf(dst.Addr()))
+			}
 			if err != nil {
 				mu.Unlock()
 				u.log.Debug("publish: UDP flow into the sandbox failed", "dst", dst, "client", client, "err", err)

@@ -10,9 +10,10 @@ func TestParsePublish(t *testing.T) {
 		in   string
 		want Publish
 	}{
-		{"8080:80", Publish{netip.MustParseAddrPort("0.0.0.0:8080"), 80, "tcp"}},
+		{"8080:80", Publish{netip.MustParseAddrPort("[::]:8080"), 80, "tcp"}},
+		{"0.0.0.0:8080:80", Publish{netip.MustParseAddrPort("0.0.0.0:8080"), 80, "tcp"}},
 		{"127.0.0.1:8080:80/tcp", Publish{netip.MustParseAddrPort("127.0.0.1:8080"), 80, "tcp"}},
-		{"5353:53/udp", Publish{netip.MustParseAddrPort("0.0.0.0:5353"), 53, "udp"}},
+		{"5353:53/udp", Publish{netip.MustParseAddrPort("[::]:5353"), 53, "udp"}},
 		{"[::1]:8080:80", Publish{netip.MustParseAddrPort("[::1]:8080"), 80, "tcp"}},
 	} {
 		got, err := ParsePublish(tc.in)
@@ -21,7 +22,7 @@ func TestParsePublish(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"", "80", "8080:80/sctp", "0:80", "8080:0", "8080:70000", "x:8080:80", "::1:8080:80",
-		"[::1]8080:80", "[10.0.0.1]:8080:80", "1.2.3.4:5:6:7", "8080:80/"} {
+		"[::1]8080:80", "[10.0.0.1]:8080:80", "[::1]:1.2.3.4:8080:80", "1.2.3.4:5:6:7", "8080:80/"} {
 		if p, err := ParsePublish(in); err == nil {
 			t.Errorf("ParsePublish(%q) = %+v, want an error", in, p)
 		}
