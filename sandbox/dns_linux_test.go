@@ -25,7 +25,8 @@ import (
 // (10.99.0.1); other.test is 10.99.0.2; big.test answers over UDP with
 // the TC bit and nothing else, so that a client must retry over TCP
 // (10.99.0.3); bad.test answers garbage; a.sub.test and x.y.sub.test are
-// 10.99.0.1, sub.test 10.99.0.2, and nx.sub.test does not exist.
+// 10.99.0.1, sub.test 10.99.0.2, and nx.sub.test does not exist;
+// v6.test has only an AAAA record, fd99::1.
 func answer(q []byte, overTCP bool) []byte {
 	var p dnsmessage.Parser
 	h, err := p.Start(q)
@@ -58,6 +59,10 @@ func answer(q []byte, overTCP bool) []byte {
 		}
 	}
 	switch name {
+	case "v6.test.":
+		if question.Type == dnsmessage.TypeAAAA {
+			_ = b.AAAAResource(rh(name, dnsmessage.TypeAAAA), dnsmessage.AAAAResource{AAAA: netip.MustParseAddr("fd99::1").As16()})
+		}
 	case "svc.test.":
 		_ = b.CNAMEResource(rh("svc.test.", dnsmessage.TypeCNAME), dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName("mid.test.")})
 		_ = b.CNAMEResource(rh("mid.test.", dnsmessage.TypeCNAME), dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName("real.test.")})
@@ -304,5 +309,36 @@ done`
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("policy log lacks %q:\n%s", want, r.stderr)
 		}
+	}
+}
+
+// TestDNSIPv6 runs an IPv6-only sandbox (--subnet none) whose DNS service
+// forwards to a resolver at an IPv6 address of the test's namespace: dig
+// asks the IPv6 gateway (the only nameserver of the generated resolv.conf)
+// for AAAA records over UDP and TCP, and curl reaches a server by a name
+// that only has one, under `--deny all --allow v6.test`.
+func TestDNSIPv6(t *testing.T) {
+	testenv.RequireTool(t, "dig")
+	testenv.RequireTool(t, "curl")
+	ns := serverNS(t)
+	dnsServer(t, ns, "[fd99::1]:53")
+	serveData(t, listen(t, ns, netip.MustParseAddrPort("[fd99::1]:8087")), 1000)
+	script := `cat /etc/resolv.conf
+echo "udp: $(dig +short +tries=1 +time=5 v6.test AAAA)"
+echo "tcp: $(dig +tcp +short +tries=1 +time=5 v6.test AAAA)"
+curl -sS --max-time 10 -o /dev/null -w 'curl %{size_download} %{remote_ip}\n' http://v6.test:8087/data`
+	r := mustRun(t, "run", "--uplink-netns", ns, "--subnet", "none", "--dns-upstream", "[fd99::1]:53",
+		"--deny", "all", "--allow", "v6.test", "--log-policy", "--", "sh", "-c", script)
+	t.Logf("stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+	for _, want := range []string{"nameserver fd00:51ce::2\n", "udp: fd99::1\n", "tcp: fd99::1\n", "curl 1000 fd99::1\n"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s\nstderr: %s", want, r.stdout, r.stderr)
+		}
+	}
+	if strings.Contains(r.stdout, "nameserver 10.") {
+		t.Errorf("resolv.conf names an IPv4 gateway in an IPv6-only sandbox:\n%s", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "allow tcp [fd00:51ce::100]:") || !strings.Contains(r.stderr, "-> [fd99::1]:8087 (--allow v6.test)") {
+		t.Errorf("policy log:\n%s", r.stderr)
 	}
 }

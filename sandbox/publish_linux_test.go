@@ -178,7 +178,7 @@ i=0; while [ ! -e ` + done + ` ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); do
 	for _, tc := range []struct{ url, want string }{
 		{"http://10.99.0.1:18090/", "10.99.0.1"},
 		{"http://[fd99::1]:18090/", "fd99::1"},
-		{"http://127.0.0.1:18090/", "10.0.2.2"},  // loopback: the gateway
+		{"http://127.0.0.1:18090/", "10.0.2.2"}, // loopback: the gateway
 		{"http://[::1]:18090/", "fd00:51ce::2"}, // loopback: the gateway
 	} {
 		var out []byte
