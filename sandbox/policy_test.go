@@ -198,3 +198,39 @@ func TestDomainRules(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseRule checks that any --allow/--deny value is either refused
+// with an error or parsed into a rule of exactly one kind (all, CIDR or
+// domain) that parses the same again from its text, and that matching it
+// against any flow does not panic.
+func FuzzParseRule(f *testing.F) {
+	for _, s := range []string{"all", "10.0.0.0/8", "192.0.2.1:443", "10.0.0.0/8:53/udp", "fd00::/8", "[fd00::/8]:443/tcp",
+		"Example.ORG.", "example.org:443/tcp", "*.example.org", "*.example.org:443/udp", "*", "a.*.org", "[fd00::1%eth0]",
+		"10.0.0.300", "all:80", "[::]:0", "x:80/tcp/udp", "_srv.example.org"} {
+		f.Add(s, true)
+	}
+	names := newNameTable()
+	f.Fuzz(func(t *testing.T, s string, allow bool) {
+		r, err := ParseRule(allow, s)
+		if err != nil {
+			return
+		}
+		kinds := 0
+		for _, k := range []bool{r.All, r.Prefix.IsValid(), r.Domain != ""} {
+			if k {
+				kinds++
+			}
+		}
+		if kinds != 1 || r.Allow != allow || (r.Wildcard && r.Domain == "") || (r.Domain != "" && !validName(r.Domain)) ||
+			(r.Proto != "" && r.Proto != "tcp" && r.Proto != "udp") || (r.All && r.Port != 0) {
+			t.Fatalf("ParseRule(%q) = %+v: not one well-formed kind of rule", s, r)
+		}
+		again, err := ParseRule(allow, r.Text)
+		if err != nil || !reflect.DeepEqual(again, r) {
+			t.Fatalf("ParseRule(%q) = %+v, again %+v, %v", s, r, again, err)
+		}
+		for _, dst := range []string{"192.0.2.1", "fd00::1", "::ffff:10.0.0.1"} {
+			r.matches("tcp", netip.MustParseAddr(dst), r.Port, names)
+		}
+	})
+}
