@@ -221,7 +221,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.LogPolicyJSON, "log-policy-json", c.LogPolicyJSON, "log the policy decisions as JSON lines (implies --log-policy)")
 	fs.BoolVar(&c.DNS, "dns", c.DNS, "serve DNS on the gateway (UDP and TCP port 53, forwarded to the first nameserver of the host's /etc/resolv.conf or --dns-upstream) and bind-mount a resolv.conf naming it over the command's /etc/resolv.conf; with no usable nameserver it answers SERVFAIL (counted in the stats) and the command still runs; --dns=false turns it off")
 	fs.StringVar(&c.DNSUpstream, "dns-upstream", c.DNSUpstream, "resolver the sandbox's DNS forwards to, ADDR[:PORT] (implies --dns)")
-	fs.Var(ruleList{&c.Publish}, "publish", "forward a host port into the sandbox: [HOSTADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp], listening in the uplink namespace (repeatable)")
+	fs.Var(ruleList{&c.Publish}, "publish", "forward a host port into the sandbox: [HOSTADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp], listening in the uplink namespace, on both families without HOSTADDR; the sandbox sees the client's address (the gateway's for a loopback client) (repeatable)")
 	fs.StringVar(&c.UplinkNetNS, "uplink-netns", c.UplinkNetNS, "open the uplink's host sockets in this network namespace (name or path) instead of sluice's own")
 	fs.Var(ruleList{&c.UplinkAddr}, "uplink-addr", "with --xdp redirect:IFACE or tunnel:IFACE, the netstack's address on IFACE, CIDR (repeatable, one per family); default: take over IFACE's addresses")
 	fs.Var(ruleList{&c.UplinkGateway}, "uplink-gateway", "with --xdp redirect:IFACE or tunnel:IFACE, the next hop of the netstack's default route on IFACE (repeatable, one per family); default: the uplink namespace's default gateways through IFACE")

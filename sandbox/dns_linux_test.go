@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -244,7 +245,7 @@ dig +tcp +tries=1 +time=5 svc.test A | grep -o 'status: [A-Z]*' | sed 's/^/tcp /
 		}
 		return result{stdout: stdout.String(), stderr: stderr.String()}
 	}
-	r := run("run", "--uplink-netns", ns, "--stats-file", stats, "--", "sh", "-c", script)
+	r := run("run", "--uplink-netns", ns, "--stats", "--stats-file", stats, "--", "sh", "-c", script)
 	t.Logf("sandbox output:\n%s\nstderr:\n%s", r.stdout, r.stderr)
 	for _, want := range []string{"nameserver 10.0.2.2", "udp status: SERVFAIL", "tcp status: SERVFAIL"} {
 		if !strings.Contains(r.stdout, want) {
@@ -253,6 +254,9 @@ dig +tcp +tries=1 +time=5 svc.test A | grep -o 'status: [A-Z]*' | sed 's/^/tcp /
 	}
 	if !strings.Contains(r.stderr, "no upstream resolver") {
 		t.Errorf("stderr does not say why DNS fails:\n%s", r.stderr)
+	}
+	if re := `(?m)^dns: [1-9]\d* UDP and [1-9]\d* TCP queries, .* [2-9] SERVFAIL without an upstream, 0 bad queries$`; !regexp.MustCompile(re).MatchString(r.stderr) {
+		t.Errorf("--stats: stderr does not match %s:\n%s", re, r.stderr)
 	}
 	b, err := os.ReadFile(stats)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -29,7 +30,13 @@ curl -sS --max-time 10 -o /dev/null -w 'second %{size_download}\n' http://10.99.
 
 	stats := filepath.Join(t.TempDir(), "stats.json")
 	r := mustRun(t, "run", "--uplink-netns", ns, "--deny", "all", "--allow", "10.99.0.1:8084/tcp", "--log-policy",
-		"--stats-file", stats, "--", "sh", "-c", script)
+		"--stats", "--stats-file", stats, "--", "sh", "-c", script)
+	// --stats prints the per-rule counters.
+	for _, re := range []string{`(?m)^policy rule\s+verdict\s+flows`, `(?m)^--allow 10\.99\.0\.1:8084/tcp\s+allow\s+1\s*$`, `(?m)^--deny all\s+deny\s+1\s*$`} {
+		if !regexp.MustCompile(re).MatchString(r.stderr) {
+			t.Errorf("--stats: stderr does not match %s:\n%s", re, r.stderr)
+		}
+	}
 	if !strings.Contains(r.stdout, "first 1000\nfirst exit 0") || !strings.Contains(r.stdout, "second exit 7") {
 		t.Errorf("--deny all --allow 10.99.0.1:8084/tcp: stdout %q, want the first downloaded and the second refused (exit 7)\nstderr: %s", r.stdout, r.stderr)
 	}

@@ -133,3 +133,14 @@ func WriteReportFile(path string, r Report) error {
 	}
 	return nil
 }
+
+// WriteDNSStatsText prints the DNS service's counters on one line; nothing
+// when the service is off (d nil).
+func WriteDNSStatsText(w io.Writer, d *DNSStats) error {
+	if d == nil {
+		return nil
+	}
+	_, err := fmt.Fprintf(w, "dns: %d UDP and %d TCP queries, %d answers (%d truncated, %d malformed), %d address bindings, %d SERVFAIL without an upstream, %d bad queries\n",
+		d.QueriesUDP, d.QueriesTCP, d.Answers, d.Truncated, d.Malformed, d.Addresses, d.ServFail, d.BadQueries)
+	return err
+}

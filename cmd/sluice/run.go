@@ -40,17 +40,28 @@ Addresses (defaults): sandbox 10.0.2.100/24 and fd00:51ce::100/64, gateway
 10.0.2.2 and fd00:51ce::2. Connections to the gateway are refused unless
 --allow-host-loopback maps them to the uplink namespace's 127.0.0.1 / ::1.
 
-Network services: --dns (or --dns-upstream ADDR[:PORT]) serves DNS on the
-gateway, forwarded to the host's resolver, and bind-mounts a resolv.conf
-naming it over the command's /etc/resolv.conf; --allow/--deny decide each
-new flow by CIDR[:PORT[/tcp|udp]] or by domain name (the addresses the
-sandbox's DNS answered for it, CNAME chains included), --deny all making
-the policy default-deny, denied TCP getting a RST and UDP an ICMP
-unreachable, --log-policy[-json] logging each decision; --publish
-[HOSTADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp] forwards a port of the uplink
-namespace into the sandbox (the sandbox sees the gateway as the peer);
---pcap-log FILE captures eth0's frames both ways, --log-packets logs one
-decoded line per frame.
+Network services:
+  DNS (on by default; --dns=false turns it off) is served on the gateway
+  addresses, UDP and TCP port 53, forwarded to the first nameserver of the
+  host's /etc/resolv.conf or to --dns-upstream ADDR[:PORT], and a
+  resolv.conf naming the gateways is bind-mounted over the command's
+  /etc/resolv.conf (in a mount namespace of its own; the host's file is
+  untouched). With no usable nameserver on the host the service answers
+  SERVFAIL, counted in the stats, and the command runs all the same.
+  --allow/--deny decide each new flow by CIDR[:PORT[/tcp|udp]], by exact
+  domain name (example.org: the addresses the sandbox's DNS answered for
+  that name, CNAME chains included) or by wildcard (*.example.org: any name
+  under it, at any depth, not example.org itself); --deny all makes the
+  policy default-deny; denied TCP gets a RST and UDP an ICMP unreachable;
+  --log-policy[-json] logs each decision, and a refusal under domain rules
+  says what the address was resolved as, or that it never was.
+  --publish [HOSTADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp] forwards a port of
+  the uplink namespace into the sandbox; without HOSTADDR it listens on
+  both families. The sandbox sees the client's own address, or the
+  gateway's when it could not answer the client there (a loopback client).
+  --pcap-log FILE captures eth0's frames both ways, --log-packets logs one
+  decoded line per frame. --stats and --stats-file include the per-rule
+  policy counters and the DNS counters.
 
 sluice exits with the command's exit status (128+N if a signal N killed it)
 and passes SIGINT, SIGTERM and SIGHUP on to it. Every namespace, veth and
@@ -81,7 +92,7 @@ starts): UDP --publish with --xdp redirect or tunnel, --buffer-pooling=false.
 
 Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW), except --network host.`, strings.Join(sandbox.Stacks(), ", ")),
 		Example: `  sluice run -- curl -sS http://example.com/
-  sluice run --dns --deny all --allow example.com -- curl -sS https://example.com/
+  sluice run --deny all --allow example.com --allow '*.example.org' -- curl -sS https://example.com/
   sluice run --publish 8080:80 -- python3 -m http.server 80
   sluice run --pcap-log eth0.pcap -- curl -sS http://example.com/
   sluice run --stats --dispatch mmap -- iperf3 -c 192.0.2.10
@@ -169,9 +180,8 @@ wait:
 		if err := sandbox.WriteServiceStatsText(o.stderr, sb.StackName(), sstats); err != nil {
 			return err
 		}
-		if dstats != nil {
-			fmt.Fprintf(o.stderr, "dns: %d UDP and %d TCP queries, %d answers (%d truncated, %d malformed), %d address bindings\n",
-				dstats.QueriesUDP, dstats.QueriesTCP, dstats.Answers, dstats.Truncated, dstats.Malformed, dstats.Addresses)
+		if err := sandbox.WriteDNSStatsText(o.stderr, dstats); err != nil {
+			return err
 		}
 	}
 	if o.cfg.StatsFile != "" {
