@@ -118,7 +118,10 @@ func (t *nameTable) learn(msg []byte) {
 	if h.Truncated {
 		t.truncated.Add(1)
 	}
-	if err := p.SkipAllQuestions(); err != nil {
+	// The questions are parsed, not skipped: skipping does not follow a
+	// name's compression pointer, and a pointer out of the message is as
+	// malformed as anything in the answers.
+	if _, err := p.AllQuestions(); err != nil {
 		t.malformed.Add(1)
 		return
 	}

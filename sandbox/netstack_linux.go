@@ -87,7 +87,7 @@ func (n *netstack) CreateLinksAndRoutes() error {
 		// XDP NIC instead of host sockets.
 		n.uplink.useNetstack(links.NIC(x.Name), x)
 	}
-	if env.DNS.IsValid() {
+	if env.DNSService {
 		n.uplink.dns, n.uplink.names = env.DNS, env.names
 	}
 	if len(env.Publish) > 0 {

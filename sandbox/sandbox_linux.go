@@ -147,7 +147,10 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 		sb.publish = append(sb.publish, p)
 	}
 	var resolvConf string
-	if c.DNSOn() && args.Network.hasStack() {
+	// DNS is the netstack's service, on unless --dns=false; a plugin
+	// stack (whose gateway may be a kernel serving none) is asked for it
+	// only when --dns-upstream names a resolver.
+	if (c.DNSOn() && args.Network == NetworkSandbox) || (c.DNSUpstream != "" && args.Network == NetworkPlugin) {
 		if c.DNSUpstream != "" {
 			if sb.dnsUpstream, err = ParseDNSUpstream(c.DNSUpstream); err != nil {
 				return nil, err
@@ -358,7 +361,7 @@ func (sb *Sandbox) startNetwork(factory StackFactory) error {
 		env.Tap = sb.tap
 	}
 	if sb.names != nil {
-		env.DNS, env.names = sb.dnsUpstream, sb.names
+		env.DNSService, env.DNS, env.names = true, sb.dnsUpstream, sb.names
 	}
 	if a.Uplink.NetNS != "" {
 		fd, err := unix.Open(netns.Path(a.Uplink.NetNS), unix.O_RDONLY|unix.O_CLOEXEC, 0)

@@ -116,8 +116,8 @@ func (b *bridgeStack) PreInit(env *StackEnv) (string, []int, error) {
 	if len(env.Publish) > 0 {
 		return "", nil, errors.New("--publish: the bridge stack does not forward host ports into the sandbox; use --network sandbox")
 	}
-	if env.DNS.IsValid() {
-		return "", nil, errors.New("--dns: the bridge stack's gateway is the uplink namespace's kernel, which serves no DNS; drop --dns (the command then uses the resolv.conf it has) or use --network sandbox")
+	if env.DNSService {
+		return "", nil, errors.New("--dns-upstream: the bridge stack's gateway is the uplink namespace's kernel, which serves no DNS; drop --dns-upstream (the command then uses the resolv.conf it has) or use --network sandbox")
 	}
 	for _, p := range link.Addresses {
 		b.gateways = append(b.gateways, p.Addr())

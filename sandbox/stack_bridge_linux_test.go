@@ -266,7 +266,7 @@ func TestBridgeBadConfig(t *testing.T) {
 			t.Errorf("--plugin-config %s: the command ran", tc.config)
 		}
 	}
-	for _, flag := range []string{"--dns", "--xdp=ns", "--publish=8080:80"} {
+	for _, flag := range []string{"--dns-upstream=10.99.0.1", "--xdp=ns", "--publish=8080:80"} {
 		r := runSluice(t, bridgeArgs(ns, flag, "--", "true")...)
 		name, _, _ := strings.Cut(flag, "=")
 		if r.code == 0 || !strings.Contains(r.stderr, name) {

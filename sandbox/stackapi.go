@@ -34,11 +34,11 @@ const NetstackName = "netstack"
 //     in the command's, with eth0's addresses and default routes as
 //     env.Args.Sandbox says; env.SetUpSandboxLink does exactly that. It
 //     also creates whatever devices of its own it needs, and refuses what
-//     it cannot serve (env.Publish, env.DNS, a bad env.PluginConfig) with
-//     an error naming the flag. It returns an init string and descriptors
-//     for Init: what the stack learnt while preparing and needs once
-//     running (the netstack passes eth0's MAC address). The env pointer
-//     stays valid until Close returns.
+//     it cannot serve (env.Publish, env.DNSService, a bad env.PluginConfig)
+//     with an error naming the flag. It returns an init string and
+//     descriptors for Init: what the stack learnt while preparing and needs
+//     once running (the netstack passes eth0's MAC address). The env
+//     pointer stays valid until Close returns.
 //  2. Init(initStr, fds) starts the stack itself with what PreInit
 //     returned. The descriptors are the stack's from then on, whether Init
 //     succeeds or not: it closes them in Close.
@@ -110,9 +110,14 @@ type StackEnv struct {
 	FaultCorpus string
 	// Publish are the host ports to forward into the sandbox (--publish).
 	Publish []Publish
-	// DNS is where the sandbox's DNS queries to the gateway (port 53) are
-	// forwarded; invalid without --dns.
-	DNS netip.AddrPort
+	// DNSService says the sandbox's DNS service is on: the stack serves
+	// DNS on its gateway addresses (port 53) or refuses the run. It is on
+	// by default for --network sandbox; a plugin stack gets it only with
+	// --dns-upstream. DNS is where the queries are forwarded; invalid when
+	// there is no upstream (the host's resolv.conf names no nameserver),
+	// and the service then answers SERVFAIL.
+	DNSService bool
+	DNS        netip.AddrPort
 
 	policy *Policy
 	names  *nameTable
