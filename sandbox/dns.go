@@ -34,9 +34,12 @@ type DNSStats struct {
 	// Addresses is the number of (address, name) bindings learnt.
 	Addresses uint64 `json:"addresses"`
 	// ServFail counts the queries the service answered itself with
-	// SERVFAIL because it has no upstream resolver (the host's
-	// resolv.conf names none and --dns-upstream was not given).
-	ServFail uint64 `json:"servfail"`
+	// SERVFAIL: because it has no upstream resolver (the host's
+	// resolv.conf names none and --dns-upstream was not given), or, for
+	// UpstreamFailed of them, because the upstream refused the query
+	// (ICMP unreachable) or could not be sent it.
+	ServFail       uint64 `json:"servfail"`
+	UpstreamFailed uint64 `json:"upstream_failed"`
 	// BadQueries counts queries it could not parse to answer them so;
 	// they get no answer.
 	BadQueries uint64 `json:"bad_queries"`
@@ -49,7 +52,7 @@ type nameTable struct {
 	mu    sync.Mutex
 	names map[netip.Addr]map[string]time.Time // address -> name -> expiry
 
-	queriesUDP, queriesTCP, answers, malformed, truncated, bindings, servFails, badQueries atomic.Uint64
+	queriesUDP, queriesTCP, answers, malformed, truncated, bindings, servFails, badQueries, upstreamFailed atomic.Uint64
 }
 
 func newNameTable() *nameTable {
@@ -233,7 +236,7 @@ func (t *nameTable) stats() *DNSStats {
 	return &DNSStats{
 		QueriesUDP: t.queriesUDP.Load(), QueriesTCP: t.queriesTCP.Load(), Answers: t.answers.Load(),
 		Malformed: t.malformed.Load(), Truncated: t.truncated.Load(), Addresses: t.bindings.Load(),
-		ServFail: t.servFails.Load(), BadQueries: t.badQueries.Load(),
+		ServFail: t.servFails.Load(), UpstreamFailed: t.upstreamFailed.Load(), BadQueries: t.badQueries.Load(),
 	}
 }
 

@@ -255,7 +255,7 @@ dig +tcp +tries=1 +time=5 svc.test A | grep -o 'status: [A-Z]*' | sed 's/^/tcp /
 	if !strings.Contains(r.stderr, "no upstream resolver") {
 		t.Errorf("stderr does not say why DNS fails:\n%s", r.stderr)
 	}
-	if re := `(?m)^dns: [1-9]\d* UDP and [1-9]\d* TCP queries, .* [2-9] SERVFAIL without an upstream, 0 bad queries$`; !regexp.MustCompile(re).MatchString(r.stderr) {
+	if re := `(?m)^dns: [1-9]\d* UDP and [1-9]\d* TCP queries, .* [2-9] answered SERVFAIL by sluice \(0 for a failed upstream\), 0 bad queries$`; !regexp.MustCompile(re).MatchString(r.stderr) {
 		t.Errorf("--stats: stderr does not match %s:\n%s", re, r.stderr)
 	}
 	b, err := os.ReadFile(stats)
@@ -273,6 +273,24 @@ dig +tcp +tries=1 +time=5 svc.test A | grep -o 'status: [A-Z]*' | sed 's/^/tcp /
 	r = run("run", "--uplink-netns", ns, "--dns=false", "--", "cat", "/etc/resolv.conf")
 	if strings.TrimSpace(r.stdout) != "# no nameserver" {
 		t.Errorf("--dns=false: the command's resolv.conf is %q, want the host's", r.stdout)
+	}
+
+	// An upstream that refuses (nothing on its port: ICMP port
+	// unreachable) gets the query answered SERVFAIL at once.
+	r = mustRun(t, "run", "--uplink-netns", ns, "--dns-upstream", "10.99.0.1:5399", "--stats-file", stats, "--",
+		"sh", "-c", `dig +tries=1 +time=5 svc.test A | grep -o 'status: [A-Z]*' | sed 's/^/udp /'`)
+	if !strings.Contains(r.stdout, "udp status: SERVFAIL") {
+		t.Errorf("refusing upstream: stdout %q, want a SERVFAIL\nstderr: %s", r.stdout, r.stderr)
+	}
+	if b, err = os.ReadFile(stats); err != nil {
+		t.Fatal(err)
+	}
+	rep = sandbox.Report{}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if d := rep.DNS; d == nil || d.UpstreamFailed == 0 || d.ServFail != d.UpstreamFailed {
+		t.Errorf("refusing upstream: DNS stats %+v, want SERVFAIL answers counted as upstream failures", d)
 	}
 }
 

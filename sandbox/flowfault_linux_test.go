@@ -46,7 +46,7 @@ func TestUplinkContainsFlowFault(t *testing.T) {
 		go func() {
 			defer close(done)
 			defer u.contain("udp flow", func() { a2.Close(); b1.Close() })
-			relayUDP(a2, b1, time.Minute, see, nil, u.flowFault)
+			relayUDP(a2, b1, time.Minute, see, nil, nil, u.flowFault)
 		}()
 		return a1, b2, done
 	}

@@ -140,7 +140,7 @@ func WriteDNSStatsText(w io.Writer, d *DNSStats) error {
 	if d == nil {
 		return nil
 	}
-	_, err := fmt.Fprintf(w, "dns: %d UDP and %d TCP queries, %d answers (%d truncated, %d malformed), %d address bindings, %d SERVFAIL without an upstream, %d bad queries\n",
-		d.QueriesUDP, d.QueriesTCP, d.Answers, d.Truncated, d.Malformed, d.Addresses, d.ServFail, d.BadQueries)
+	_, err := fmt.Fprintf(w, "dns: %d UDP and %d TCP queries, %d answers (%d truncated, %d malformed), %d address bindings, %d answered SERVFAIL by sluice (%d for a failed upstream), %d bad queries\n",
+		d.QueriesUDP, d.QueriesTCP, d.Answers, d.Truncated, d.Malformed, d.Addresses, d.ServFail, d.UpstreamFailed, d.BadQueries)
 	return err
 }

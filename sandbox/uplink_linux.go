@@ -457,11 +457,32 @@ func (u *uplink) handleUDP(r *udp.ForwarderRequest) bool {
 		defer u.end(host)
 		defer u.contain("udp flow", func() { sb.Close(); host.Close() })
 		var toSandbox, fromSandbox func([]byte)
+		var hostFailed func()
 		if dnsFlow {
-			fromSandbox = func([]byte) { u.names.queriesUDP.Add(1) }
+			// An upstream that refuses (ICMP port unreachable) or
+			// cannot be reached gets the last query answered
+			// SERVFAIL, so that the sandbox's resolver fails at once
+			// rather than after its timeout.
+			var mu sync.Mutex
+			var lastQuery []byte
+			fromSandbox = func(q []byte) {
+				u.names.queriesUDP.Add(1)
+				mu.Lock()
+				lastQuery = append(lastQuery[:0], q...)
+				mu.Unlock()
+			}
 			toSandbox = u.names.learn
+			hostFailed = func() {
+				mu.Lock()
+				q := lastQuery
+				mu.Unlock()
+				if a := u.names.servFail(q); a != nil {
+					u.names.upstreamFailed.Add(1)
+					_, _ = sb.Write(a)
+				}
+			}
 		}
-		relayUDP(sb, host, udpIdleTimeout, fromSandbox, toSandbox, u.flowFault)
+		relayUDP(sb, host, udpIdleTimeout, fromSandbox, toSandbox, hostFailed, u.flowFault)
 	}()
 	return true
 }
@@ -470,17 +491,25 @@ func (u *uplink) handleUDP(r *udp.ForwarderRequest) bool {
 // idle, or either side fails.
 //
 // fromSandbox and toSandbox, when not nil, see each datagram of their
-// direction before it is passed on. fault, when not nil, is told of a panic
-// in either direction, which then ends the flow.
-func relayUDP(sb, host net.Conn, idle time.Duration, fromSandbox, toSandbox func([]byte), fault func(any)) {
+// direction before it is passed on. hostFailed, when not nil, is called
+// once if the host socket fails (a send that fails, or a receive that
+// reports an ICMP error such as port unreachable), while sb is still open.
+// fault, when not nil, is told of a panic in either direction, which then
+// ends the flow.
+func relayUDP(sb, host net.Conn, idle time.Duration, fromSandbox, toSandbox func([]byte), hostFailed func(), fault func(any)) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
-	var once sync.Once
+	var once, failOnce sync.Once
 	stop := func() {
 		once.Do(func() {
 			sb.Close()
 			host.Close()
 		})
+	}
+	failed := func() {
+		if hostFailed != nil {
+			failOnce.Do(hostFailed)
+		}
 	}
 	pump := func(dst, src net.Conn, see func([]byte)) {
 		defer stop()
@@ -495,8 +524,12 @@ func relayUDP(sb, host net.Conn, idle time.Duration, fromSandbox, toSandbox func
 			n, err := src.Read(buf)
 			if err != nil {
 				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < idle {
+				timeout := errors.As(err, &ne) && ne.Timeout()
+				if timeout && time.Since(time.Unix(0, last.Load())) < idle {
 					continue // the other direction was active
+				}
+				if src == host && !timeout {
+					failed()
 				}
 				return
 			}
@@ -505,6 +538,9 @@ func relayUDP(sb, host net.Conn, idle time.Duration, fromSandbox, toSandbox func
 				see(buf[:n])
 			}
 			if _, err := dst.Write(buf[:n]); err != nil {
+				if dst == host {
+					failed()
+				}
 				return
 			}
 		}

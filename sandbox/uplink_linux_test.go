@@ -342,7 +342,7 @@ func TestRelayUDPIdleTimeout(t *testing.T) {
 	a1, a2 := net.Pipe()
 	b1, b2 := net.Pipe()
 	done := make(chan struct{})
-	go func() { relayUDP(a2, b1, 100*time.Millisecond, nil, nil, nil); close(done) }()
+	go func() { relayUDP(a2, b1, 100*time.Millisecond, nil, nil, nil, nil); close(done) }()
 	// Traffic keeps the flow alive past the timeout...
 	for range 3 {
 		go func() { buf := make([]byte, 10); _, _ = b2.Read(buf) }()
