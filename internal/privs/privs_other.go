@@ -18,4 +18,6 @@ type Result struct {
 }
 
 // Drop is Linux-only.
-func Drop(Options) (Result, error) { return Result{}, errors.New("privs: dropping privileges is Linux-only") }
+func Drop(Options) (Result, error) {
+	return Result{}, errors.New("privs: dropping privileges is Linux-only")
+}

@@ -10,8 +10,8 @@ import (
 // Seccomp return values (seccomp(2)); the low 16 bits of an ERRNO action
 // are the errno the system call returns.
 const (
-	retAllow = 0x7fff0000
-	retErrno = 0x00050000
+	retAllow  = 0x7fff0000
+	retErrno  = 0x00050000
 	errEPERM  = 1
 	errENOSYS = 38
 )
