@@ -45,6 +45,10 @@ if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
 	mount -t bpf bpf /sys/fs/bpf
 fi
 
+# sluice is built without cgo: only then can `sluice run` give up its
+# capabilities on every thread once set up (README, Privileges).
+export CGO_ENABLED=0
+
 go vet ./...
 
 # The committed eBPF objects and bindings must be exactly what the C sources

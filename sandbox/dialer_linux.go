@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -45,13 +46,7 @@ type flowConn interface {
 type hostDialer struct{ u *uplink }
 
 func (d hostDialer) dialTCP(ctx context.Context, dst netip.AddrPort) (flowConn, error) {
-	var c net.Conn
-	err := d.u.inNS(func() error {
-		var nd net.Dialer
-		var err error
-		c, err = nd.DialContext(ctx, "tcp", dst.String())
-		return err
-	})
+	c, err := d.u.dialHost(ctx, unix.SOCK_STREAM, dst)
 	if err != nil {
 		return nil, err
 	}
@@ -59,13 +54,7 @@ func (d hostDialer) dialTCP(ctx context.Context, dst netip.AddrPort) (flowConn, 
 }
 
 func (d hostDialer) dialUDP(dst netip.AddrPort) (net.Conn, error) {
-	var c net.Conn
-	err := d.u.inNS(func() error {
-		var err error
-		c, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
-		return err
-	})
-	return c, err
+	return d.u.dialHost(context.Background(), unix.SOCK_DGRAM, dst)
 }
 
 func (d hostDialer) ping(_ context.Context, req echoRequest) ([]byte, error) { return d.u.ping(req) }

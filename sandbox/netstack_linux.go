@@ -82,6 +82,9 @@ func (n *netstack) CreateLinksAndRoutes() error {
 	n.links = links
 	sl, _ := a.StackLink()
 	n.uplink = newUplink(n.s, links.NIC(sl.Name), *a, env.UplinkNS, env.policy, env.Logger)
+	if n.uplink.nsErr != nil {
+		return fmt.Errorf("--uplink-netns %s: %w", a.Uplink.NetNS, n.uplink.nsErr)
+	}
 	if x, ok := uplinkXDPLink(a); ok {
 		// --xdp redirect/tunnel: flows leave from the netstack over the
 		// XDP NIC instead of host sockets.

@@ -56,4 +56,10 @@ type Options struct {
 	// Logger receives warnings (dispatch fallbacks) and debug details of
 	// refused flows; nil discards.
 	Logger *slog.Logger
+	// Ready, if not nil, is called once everything is set up (namespaces,
+	// veth, sockets, listeners) and before the command is let go; with
+	// --network host, which sets nothing up, just after the command
+	// started. An error tears the sandbox down and Start returns it.
+	// sluice run gives up its privileges here (see RunPrivileges).
+	Ready func(*Sandbox) error
 }

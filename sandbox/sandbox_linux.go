@@ -193,6 +193,11 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 		if err := sb.startChild(cmd); err != nil {
 			return nil, err
 		}
+		if o.Ready != nil {
+			if err := o.Ready(sb); err != nil {
+				return nil, err
+			}
+		}
 		return sb, nil
 	}
 
@@ -250,6 +255,11 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, err error) {
 		return nil, fmt.Errorf("sandbox: --network none: %w", err)
 	}
 
+	if o.Ready != nil {
+		if err := o.Ready(sb); err != nil {
+			return nil, err
+		}
+	}
 	// Go: the init reads this byte and execs the command.
 	if _, err := wr.Write([]byte{'g'}); err != nil {
 		return nil, fmt.Errorf("sandbox: start the command: %w", err)

@@ -53,7 +53,11 @@ func TestMain(m *testing.M) {
 			if err != nil {
 				goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 			}
-			out, err := exec.Command(goTool, "build", "-o", sluiceBin, "github.com/sluicenet/sluice/cmd/sluice").CombinedOutput()
+			build := exec.Command(goTool, "build", "-o", sluiceBin, "github.com/sluicenet/sluice/cmd/sluice")
+			// Without cgo, as test.sh builds it: sluice run can then
+			// drop its capabilities on every thread.
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			out, err := build.CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
 				return 1

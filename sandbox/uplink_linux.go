@@ -57,9 +57,12 @@ const (
 // uplink terminates the sandbox's flows in the netstack and re-originates
 // each from a host socket in the uplink namespace.
 type uplink struct {
-	s        *stack.Stack
-	nic      tcpip.NICID // the sandbox link, where echo replies go out
-	nsFD     int         // uplink namespace, or -1 for sluice's own; borrowed
+	s   *stack.Stack
+	nic tcpip.NICID // the sandbox link, where echo replies go out
+	// ns is a thread in the uplink namespace (see uplink_ns_linux.go);
+	// nil for sluice's own. nsErr says why it could not be started.
+	ns       *netns.Thread
+	nsErr    error
 	nat      map[netip.Addr]netip.Addr
 	gateways map[netip.Addr]bool
 	subnets  []netip.Prefix
@@ -124,7 +127,6 @@ func newUplink(s *stack.Stack, nic tcpip.NICID, a Args, nsFD int, policy *Policy
 	u := &uplink{
 		s:        s,
 		nic:      nic,
-		nsFD:     nsFD,
 		nat:      map[netip.Addr]netip.Addr{},
 		gateways: map[netip.Addr]bool{},
 		subnets:  a.Uplink.Subnets,
@@ -137,6 +139,9 @@ func newUplink(s *stack.Stack, nic tcpip.NICID, a Args, nsFD int, policy *Policy
 	u.dial = hostDialer{u}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	u.guard = dataplane.NewFaultGuard(dataplane.FaultOptions{Logger: log}, &u.faults, 1)
+	if nsFD >= 0 {
+		u.ns, u.nsErr = netns.NewThread(nsFD)
+	}
 	for _, r := range a.NAT {
 		u.nat[r.Dst] = r.To
 	}
@@ -163,7 +168,12 @@ func (u *uplink) close() {
 }
 
 // wait returns when every flow goroutine has ended. Call it after close.
-func (u *uplink) wait() { u.flows.Wait() }
+func (u *uplink) wait() {
+	u.flows.Wait()
+	if u.ns != nil {
+		u.ns.Close()
+	}
+}
 
 // begin registers a flow (and its host socket c, if not nil) unless the
 // uplink is closing. The caller runs the flow and then calls end.
@@ -227,13 +237,17 @@ func (u *uplink) noUpstream() {
 	})
 }
 
-// inNS runs fn on a thread in the uplink namespace, so that the sockets it
-// creates belong there (and keep it) wherever they are used afterwards.
+// inNS runs fn on the thread in the uplink namespace, so that the sockets
+// it creates belong there (and keep it) wherever they are used afterwards.
+// fn must not block for long: flows wait their turn for the thread.
 func (u *uplink) inNS(fn func() error) error {
-	if u.nsFD < 0 {
+	if u.nsErr != nil {
+		return fmt.Errorf("uplink namespace: %w", u.nsErr)
+	}
+	if u.ns == nil {
 		return fn()
 	}
-	return netns.DoFD(u.nsFD, fn)
+	return u.ns.Do(fn)
 }
 
 // contain, deferred at the top of a flow's goroutine, contains a panic to

@@ -23,6 +23,7 @@ type runOptions struct {
 	stdin  *os.File
 	stdout io.Writer
 	stderr io.Writer
+	privs  privOptions
 }
 
 func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -90,7 +91,12 @@ NIC's traffic but SSH (port 22), which stays with the host. In both, TCP
 Accepted and validated but not implemented yet (they fail before the command
 starts): UDP --publish with --xdp redirect or tunnel, --buffer-pooling=false.
 
-Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW), except --network host.`, strings.Join(sandbox.Stacks(), ", ")),
+Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW), except --network host.
+Once the sandbox is set up and before the command starts, sluice's own
+process gives up every capability (keeping CAP_NET_RAW only when ping
+sockets are not allowed in the uplink namespace, for ICMP echo), sets
+no_new_privs and installs a seccomp filter; the command keeps what it was
+given. --no-drop-privileges and --seccomp=false turn these off.`, strings.Join(sandbox.Stacks(), ", ")),
 		Example: `  sluice run -- curl -sS http://example.com/
   sluice run --deny all --allow example.com --allow '*.example.org' -- curl -sS https://example.com/
   sluice run --publish 8080:80 -- python3 -m http.server 80
@@ -110,6 +116,10 @@ Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW), except --network host.`,
 	// works without the "--".
 	cmd.Flags().SetInterspersed(false)
 	o.cfg.RegisterFlags(cmd.Flags())
+	cmd.Flags().BoolVar(&o.privs.noDrop, "no-drop-privileges", false,
+		"keep all of sluice's privileges while the command runs (for debugging); by default sluice gives up every capability the packet path does not need once the sandbox is set up")
+	cmd.Flags().BoolVar(&o.privs.seccomp, "seccomp", true,
+		"once set up, refuse system calls sluice's packet path never makes (execve, ptrace, mount, setns, module and eBPF program loading, ...) in sluice's own process")
 	return cmd
 }
 
@@ -136,6 +146,7 @@ func runRun(ctx context.Context, o *runOptions) error {
 		Logger:          log,
 		PacketLog:       o.stderr,
 		PolicyLog:       o.stderr,
+		Ready:           dropRunPrivileges(o.privs, o.cfg.StatsFile, o.stderr),
 	})
 	if err != nil {
 		return err

@@ -324,7 +324,11 @@ func buildSluice(t *testing.T) string {
 			builtSluice = filepath.Join(dir, "sluice")
 			// World-executable so the permission test can run it as nobody.
 			os.Chmod(dir, 0o755)
-			out, err2 := exec.Command("go", "build", "-o", builtSluice, ".").CombinedOutput()
+			build := exec.Command("go", "build", "-o", builtSluice, ".")
+			// Without cgo, as test.sh builds it: sluice run can then
+			// drop its capabilities on every thread.
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			out, err2 := build.CombinedOutput()
 			if err2 != nil {
 				err = fmt.Errorf("go build: %v\n%s", err2, out)
 			}

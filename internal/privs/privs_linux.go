@@ -24,6 +24,9 @@ type Options struct {
 	// effective, permitted, inheritable and ambient sets and, when the
 	// process has CAP_SETPCAP, the bounding set.
 	Keep []Cap
+	// KeepAllCaps leaves the capabilities as they are (where they cannot
+	// be changed on every thread: ErrCgo).
+	KeepAllCaps bool
 	// Seccomp installs Filter (which implies no_new_privs).
 	Seccomp bool
 }
@@ -45,7 +48,9 @@ func Drop(o Options) (Result, error) {
 		return res, err
 	}
 	keep := SetOf(o.Keep...) & cur.permitted
-	if err := dropCaps(cur, keep); err != nil {
+	if o.KeepAllCaps {
+		keep = cur.effective
+	} else if err := dropCaps(cur, keep); err != nil {
 		return res, err
 	}
 	res.Kept = keep

@@ -6,8 +6,9 @@ import "errors"
 
 // Options say what Drop keeps.
 type Options struct {
-	Keep    []Cap
-	Seccomp bool
+	Keep        []Cap
+	KeepAllCaps bool
+	Seccomp     bool
 }
 
 // Result is what Drop left in force.
