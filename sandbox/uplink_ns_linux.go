@@ -71,13 +71,11 @@ func connectFile(ctx context.Context, f *os.File, fd int, sa unix.Sockaddr) erro
 	if dl, ok := ctx.Deadline(); ok {
 		_ = f.SetWriteDeadline(dl)
 	}
+	// RawConn.Write forgets readiness that arrived before it was
+	// called, so the first call checks for a finished handshake too
+	// rather than waiting for an edge that may have passed.
 	var cerr error
-	first := true
 	werr := rc.Write(func(fd uintptr) bool {
-		if first {
-			first = false
-			return false // wait for writability
-		}
 		n, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
 		if err != nil {
 			cerr = os.NewSyscallError("getsockopt", err)
@@ -88,7 +86,7 @@ func connectFile(ctx context.Context, f *os.File, fd int, sa unix.Sockaddr) erro
 			return true
 		}
 		if _, err := unix.Getpeername(int(fd)); errors.Is(err, unix.ENOTCONN) {
-			return false // woken before the handshake ended
+			return false // the handshake has not ended: wait
 		}
 		return true
 	})
