@@ -16,20 +16,23 @@
 // privileged. The seccomp filter and no_new_privs, which the kernel itself
 // applies to every thread, do not depend on how the binary was built.
 //
-// What each sluice command needs, at set-up and while it runs:
+// What each sluice command needs, at set-up and while it runs (README,
+// Privileges, has the same table):
 //
-//	command                          set-up                                      while it runs
-//	run (--network sandbox)          CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW    nothing; CAP_NET_RAW when ping sockets are not
-//	                                 (+ CAP_BPF, CAP_PERFMON for --xdp)           allowed in the uplink namespace (ping_group_range)
-//	run --network none               CAP_SYS_ADMIN                               nothing
-//	run --network host               nothing                                     nothing
-//	demo                             CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW    as set-up (it creates and removes its namespace)
-//	capture (mmap, recvmmsg)         CAP_NET_RAW (+ CAP_SYS_ADMIN for --netns)    CAP_NET_RAW is kept (rotation reopens no socket,
-//	                                                                             but the process is short-lived and not dropped)
-//	capture --via xdp, xdp attach,   CAP_SYS_ADMIN (setns), CAP_NET_ADMIN,        as set-up
-//	  detach, dump, clean            CAP_BPF, CAP_PERFMON
-//	xdp status                       CAP_SYS_ADMIN (setns, listing programs)     as set-up
-//	bench                            root: it builds namespaces and veths         as set-up
+//	command                           set-up                                   while it runs
+//	run --network sandbox (--xdp ns)  CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW nothing; CAP_NET_RAW when the uplink
+//	                                                                           namespace's ping_group_range excludes
+//	                                                                           sluice's group (ICMP echo, raw sockets)
+//	run --network none                CAP_SYS_ADMIN, CAP_NET_ADMIN             nothing
+//	run --network host                nothing                                  nothing
+//	run --network plugin              as the stack needs                       all it had, unless the stack says
+//	                                                                           (sandbox.RunPrivileger)
+//	demo                              root                                     as set-up (its client is sluice run)
+//	capture (mmap, recvmmsg)          CAP_NET_RAW; CAP_SYS_ADMIN for --netns   as set-up
+//	capture --via xdp, xdp attach,    CAP_SYS_ADMIN (CAP_BPF + CAP_NET_ADMIN   as set-up
+//	  detach, dump                    without --netns)
+//	xdp status                        CAP_SYS_ADMIN                            as set-up
+//	bench                             root                                     as set-up
 //
 // Only `sluice run` drops: its set-up is finished before the command
 // starts, and the command may run for a long time with untrusted traffic on
