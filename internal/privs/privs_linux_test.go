@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(dropChild())
 	}
+	if os.Getenv(benchChildEnv) != "" {
+		os.Exit(benchChild())
+	}
 	os.Exit(m.Run())
 }
 
