@@ -93,7 +93,7 @@ type TCPConfig struct {
 // configurations end in ",ip=6"; a configuration without an ip key is
 // IPv4.
 func (c TCPConfig) String() string {
-	s := fmt.Sprintf("gso=%s,gro=%s,mode=%s,flows=%d,dir=%s,peer_tso=%s", c.GSO, onOff(c.GRO), c.Mode, c.Flows, c.Dir, onOff(c.PeerTSO))
+	s := fmt.Sprintf("gso=%s,gro=%s,mode=%s,flows=%d,dir=%s,peer_tso=%s", c.GSO, onOff(c.GRO), modeName(c.Mode), c.Flows, c.Dir, onOff(c.PeerTSO))
 	if c.IPv6 {
 		s += ",ip=6"
 	}
@@ -118,8 +118,9 @@ type TCPOptions struct {
 	GSO []GSOKind
 	// GRO are the endpoint's GRO settings measured. Default: on and off.
 	GRO []bool
-	// Modes are the dispatch modes measured. Default: recvmmsg and mmap
-	// (see DefaultTCPOptions).
+	// Modes are the dispatch modes measured: dataplane's AF_PACKET modes
+	// and ModeXDP. Default: recvmmsg and mmap (see DefaultTCPOptions);
+	// xdp only when asked for.
 	Modes []dataplane.Mode
 	// Flows are the numbers of parallel connections measured,
 	// 1..MaxFlows. Default 1 and 4.
@@ -231,7 +232,7 @@ func (o TCPOptions) Validate() error {
 		}
 	}
 	for _, m := range o.Modes {
-		if !slices.Contains(dataplane.Modes, m) {
+		if !slices.Contains(dataplane.Modes, m) && m != ModeXDP {
 			return fmt.Errorf("bench: TCPOptions.Modes: unknown mode %v", m)
 		}
 	}
@@ -295,13 +296,18 @@ func (o TCPOptions) Configs() []TCPConfig {
 }
 
 // ParseTCPModes parses the dispatch modes of the tcp scenario for --modes:
-// readv, recvmmsg, mmap. The AF_PACKET modes only: the scenario opens
-// packet sockets for both implementations.
+// readv, recvmmsg, mmap (AF_PACKET sockets for both implementations) and
+// xdp (ModeXDP: sluice's xdp endpoint against gVisor's pkg/tcpip/link/xdp,
+// both on AF_XDP sockets sluice's redirect program feeds). Each element may
+// itself be a comma-separated list; duplicates are dropped.
 func ParseTCPModes(list []string) ([]dataplane.Mode, error) {
-	return parseList("--modes", list, "some of readv, recvmmsg, mmap", func(s string) (dataplane.Mode, error) {
+	return parseList("--modes", list, "some of readv, recvmmsg, mmap, xdp", func(s string) (dataplane.Mode, error) {
+		if strings.EqualFold(s, "xdp") {
+			return ModeXDP, nil
+		}
 		m, err := dataplane.ParseMode(s)
 		if err != nil {
-			return 0, fmt.Errorf("unknown dispatch mode %q (want readv, recvmmsg or mmap)", s)
+			return 0, fmt.Errorf("unknown dispatch mode %q (want readv, recvmmsg, mmap or xdp)", s)
 		}
 		return m, nil
 	})

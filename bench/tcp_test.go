@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -209,6 +210,25 @@ func TestParseTCPLists(t *testing.T) {
 			t.Errorf("ParseTCPModes (-want +got):\n%s", diff)
 		}
 	})
+	t.Run("xdp mode", func(t *testing.T) {
+		got, err := ParseTCPModes([]string{"recvmmsg,xdp", "XDP"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]dataplane.Mode{dataplane.RecvMMsg, ModeXDP}, got); diff != "" {
+			t.Errorf("ParseTCPModes (-want +got):\n%s", diff)
+		}
+		c := TCPConfig{GSO: GSONone, Mode: ModeXDP, Flows: 1, Dir: Up, PeerTSO: true}
+		if want := "gso=none,gro=off,mode=xdp,flows=1,dir=up,peer_tso=on"; c.String() != want {
+			t.Errorf("TCPConfig.String() = %q, want %q", c.String(), want)
+		}
+		if err := (TCPOptions{Modes: got}).Validate(); err != nil {
+			t.Errorf("TCPOptions{Modes: recvmmsg, xdp}.Validate: %v", err)
+		}
+		if slices.Contains(DefaultTCPOptions().Modes, ModeXDP) {
+			t.Errorf("DefaultTCPOptions().Modes = %v: xdp is opt-in", DefaultTCPOptions().Modes)
+		}
+	})
 	t.Run("ip", func(t *testing.T) {
 		got, err := ParseIPVersions([]string{"ipv6,4,6"})
 		if err != nil {
@@ -231,7 +251,7 @@ func TestParseTCPLists(t *testing.T) {
 		{"zero flows", func() error { _, err := ParseFlows([]string{"0"}); return err }, `--flows: "0": want a whole number of connections from 1 to 64`},
 		{"too many flows", func() error { _, err := ParseFlows([]string{"65"}); return err }, `--flows: "65"`},
 		{"flows not a number", func() error { _, err := ParseFlows([]string{"four"}); return err }, `--flows: "four"`},
-		{"xdp mode", func() error { _, err := ParseTCPModes([]string{"recvmmsg,xdp"}); return err }, `--modes: unknown dispatch mode "xdp" (want readv, recvmmsg or mmap)`},
+		{"unknown mode", func() error { _, err := ParseTCPModes([]string{"recvmmsg,af_xdp"}); return err }, `--modes: unknown dispatch mode "af_xdp" (want readv, recvmmsg, mmap or xdp)`},
 		{"empty modes", func() error { _, err := ParseTCPModes([]string{""}); return err }, "--modes: empty list"},
 		{"bad ip", func() error { _, err := ParseIPVersions([]string{"5"}); return err }, `--ip: "5": want 4 or 6`},
 	} {

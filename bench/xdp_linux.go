@@ -16,17 +16,38 @@ import (
 	"github.com/sluicenet/sluice/xdp"
 )
 
-// attachXDP is attach for ModeXDP: va gets one rx and tx queue per channel
-// (and vb as many, so that the flows of rx_pps spread over them), sluice's
-// redirect program, and AF_XDP sockets for m.impl's endpoint, each
-// implementation with its own defaults apart from what endpointConfig
-// fixes (MTU, MAC, RX checksum offload). gVisor's endpoint reads one queue
-// only; for more channels it is not measured (errNotMeasured).
-func attachXDP(topo *topology, m measurement) (_ *attached, err error) {
-	if m.impl == ImplGVisor && m.channels != 1 {
+// attachXDP is attach for ModeXDP: the endpoints of newXDPEndpoint with
+// nothing beyond each implementation's defaults.
+func attachXDP(topo *topology, m measurement) (*attached, error) {
+	return newXDPEndpoint(topo, m.impl, xdpConfig{channels: m.channels})
+}
+
+// xdpConfig is what newXDPEndpoint gives an xdp endpoint beyond what it
+// fixes (MTU, MAC, RX checksum offload).
+type xdpConfig struct {
+	channels int
+	// gsoMaxSize is sluice's EndpointOptions.GSOMaxSize (it segments in
+	// software); gVisor's xdp endpoint has no GSO, so callers must not
+	// ask it for any.
+	gsoMaxSize uint32
+	// gro is both endpoints' GRO option.
+	gro bool
+}
+
+// newXDPEndpoint makes impl's xdp endpoint on va: va gets one rx and tx
+// queue per channel (and vb as many, so that flows spread over them),
+// sluice's redirect program, and AF_XDP sockets, each implementation with
+// its own defaults apart from what c and the fixed options set. gVisor's
+// endpoint reads one queue only and has no GSO; for more channels, or with
+// GSO asked for, it is not measured (errNotMeasured).
+func newXDPEndpoint(topo *topology, impl string, c xdpConfig) (_ *attached, err error) {
+	if impl == ImplGVisor && c.channels != 1 {
 		return nil, fmt.Errorf("gVisor's xdp endpoint reads a single rx queue (its Options.QueueID): %w", errNotMeasured)
 	}
-	if err := setChannels(topo, m.channels); err != nil {
+	if impl == ImplGVisor && c.gsoMaxSize != 0 {
+		return nil, fmt.Errorf("gVisor's xdp endpoint has no GSO (pkg/tcpip/link/xdp sets no GSOOptions): %w", errNotMeasured)
+	}
+	if err := setChannels(topo, c.channels); err != nil {
 		return nil, err
 	}
 	var undo []func() error
@@ -38,17 +59,20 @@ func attachXDP(topo *topology, m measurement) (_ *attached, err error) {
 		}
 	}()
 	undo = append(undo, func() error { return setChannels(topo, 1) })
-	switch m.impl {
+	switch impl {
 	case ImplSluice:
 		l, err := xdp.OpenNS(xdp.NSOptions{Netns: topo.nsA, Iface: ifA, LinkOptions: xdp.LinkOptions{
-			Endpoint: xdp.EndpointOptions{MTU: vethMTU, Address: tcpip.LinkAddress(macA), RXChecksumOffload: true},
+			Endpoint: xdp.EndpointOptions{
+				MTU: vethMTU, Address: tcpip.LinkAddress(macA), RXChecksumOffload: true,
+				GSOMaxSize: c.gsoMaxSize, GRO: c.gro,
+			},
 		}})
 		if err != nil {
 			return nil, fmt.Errorf("bench: sluice xdp endpoint: %w", err)
 		}
 		undo = append(undo, l.Close)
-		if got := l.Sockets.Len(); got != m.channels {
-			return nil, fmt.Errorf("bench: sluice xdp endpoint: %d sockets for %d channels", got, m.channels)
+		if got := l.Sockets.Len(); got != c.channels {
+			return nil, fmt.Errorf("bench: sluice xdp endpoint: %d sockets for %d channels", got, c.channels)
 		}
 		return &attached{ep: l.Endpoint, release: func() error {
 			return errors.Join(l.Close(), setChannels(topo, 1))
@@ -59,7 +83,7 @@ func attachXDP(topo *topology, m measurement) (_ *attached, err error) {
 			return nil, fmt.Errorf("bench: gvisor xdp endpoint: %w", err)
 		}
 		undo = append(undo, a.Detach)
-		g, err := newGVisorXDP(topo)
+		g, err := newGVisorXDP(topo, c.gro)
 		if err != nil {
 			return nil, err
 		}
@@ -72,15 +96,15 @@ func attachXDP(topo *topology, m measurement) (_ *attached, err error) {
 			return errors.Join(a.Detach(), g.release(), setChannels(topo, 1))
 		}}, nil
 	}
-	return nil, fmt.Errorf("bench: unknown implementation %q", m.impl)
+	return nil, fmt.Errorf("bench: unknown implementation %q", impl)
 }
 
 // newGVisorXDP makes gVisor's xdp endpoint on queue 0 of va as runsc does:
 // an AF_XDP socket created and bound inside nsA (the kernel resolves the
 // interface index in the socket's namespace) with XDP_USE_NEED_WAKEUP, and
 // the endpoint's own defaults (a 2 MiB UMEM of 2 KiB frames, 512-entry
-// rings, MTU 1500).
-func newGVisorXDP(topo *topology) (*gvisorXDP, error) {
+// rings, MTU 1500), GRO as gro says.
+func newGVisorXDP(topo *topology, gro bool) (*gvisorXDP, error) {
 	g := &gvisorXDP{xsk: -1, keep: -1, stopFD: -1}
 	var ep stack.LinkEndpoint
 	err := netns.Do(topo.nsA, func() error {
@@ -102,6 +126,7 @@ func newGVisorXDP(topo *topology) (*gvisorXDP, error) {
 			// sockets may still hold the queue for a moment.
 			Bind:    false,
 			QueueID: 0,
+			GRO:     gro,
 		})
 		after, terr := fdTable()
 		if stop := newEventFDs(before, after); len(stop) == 1 {

@@ -53,7 +53,14 @@ equivalent options:
                   segments go to the kernel whole and it segments them
   --gso software  GSOMaxSize 64 KiB and GVisorGSOEnabled: segmented in user space
   --gro on|off    the endpoint's GRO option (gVisor's stack/gro in gVisor's)
-  --modes         the dispatch mode: readv, recvmmsg, mmap
+  --modes         the dispatch mode: readv, recvmmsg, mmap (AF_PACKET), or xdp:
+                  sluice's xdp endpoint against gVisor's pkg/tcpip/link/xdp,
+                  both on an AF_XDP socket (copy mode, one queue) fed by
+                  sluice's redirect program. Opt-in, never in the default run.
+                  --gso host has no xdp figures (AF_XDP carries no
+                  virtio-net header for the kernel to segment by), and
+                  --gso software none for gVisor (its xdp endpoint has no
+                  GSO): those are reported on stderr as not measured
   --flows N       N parallel connections; the figure is their total
   --directions    up: a kernel sender in side B, a netstack sink that reads
                   and discards; down: a netstack sender (gonet), a kernel sink
@@ -89,7 +96,8 @@ Needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN).`,
 		Example: `  sudo sluice bench tcp
   sudo sluice bench tcp --gso host --gro on --flows 1 --directions down --duration 5s
   sudo sluice bench tcp --gso none --gro on,off --peer-tso off --directions up
-  sudo sluice bench tcp --modes readv,recvmmsg,mmap --ip 4,6 --json > tcp.jsonl`,
+  sudo sluice bench tcp --modes readv,recvmmsg,mmap --ip 4,6 --json > tcp.jsonl
+  sudo sluice bench tcp --modes recvmmsg,xdp --gso none,software --flows 1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBenchTCP(cmd.Context(), opts, stdout, stderr)
@@ -99,7 +107,7 @@ Needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN).`,
 	f.DurationVar(&opts.duration, "duration", opts.duration, fmt.Sprintf("length of each measurement window (%v to %v)", bench.MinDuration, bench.MaxDuration))
 	f.StringSliceVar(&opts.gso, "gso", opts.gso, "GSO settings to measure: none, host, software")
 	f.StringSliceVar(&opts.gro, "gro", opts.gro, "GRO settings to measure: on, off")
-	f.StringSliceVar(&opts.modes, "modes", opts.modes, "dispatch modes to measure: readv, recvmmsg, mmap")
+	f.StringSliceVar(&opts.modes, "modes", opts.modes, "dispatch modes to measure: readv, recvmmsg, mmap, xdp (AF_XDP; opt-in)")
 	f.StringSliceVar(&opts.flows, "flows", opts.flows, fmt.Sprintf("numbers of parallel connections to measure, 1 to %d", bench.MaxFlows))
 	f.StringSliceVar(&opts.directions, "directions", opts.directions, "directions to measure: up (kernel sends to the netstack), down (netstack sends to the kernel)")
 	f.StringSliceVar(&opts.peerTSO, "peer-tso", opts.peerTSO, "TSO/GSO settings of the kernel peer's veth to measure: on, off (off: up direction only)")

@@ -22,7 +22,7 @@ func TestBenchTCPBadFlags(t *testing.T) {
 	}{
 		{name: "unknown gso", args: []string{"--gso", "tso"}, want: `--gso: unknown GSO kind "tso" (want some of none, host, software)`},
 		{name: "bad gro", args: []string{"--gro", "yes"}, want: `--gro: "yes": want on or off`},
-		{name: "unknown mode", args: []string{"--modes", "xdp"}, want: `--modes: unknown dispatch mode "xdp"`},
+		{name: "unknown mode", args: []string{"--modes", "af_xdp"}, want: `--modes: unknown dispatch mode "af_xdp" (want readv, recvmmsg, mmap or xdp)`},
 		{name: "zero flows", args: []string{"--flows", "1,0"}, want: `--flows: "0": want a whole number of connections from 1 to 64`},
 		{name: "unknown direction", args: []string{"--directions", "left"}, want: `--directions: unknown direction "left" (want some of up, down)`},
 		{name: "bad peer-tso", args: []string{"--peer-tso", "auto"}, want: `--peer-tso: "auto": want on or off`},
