@@ -74,7 +74,13 @@
 //     64 KiB and GVisorGSOEnabled: the stack hands over 64 KiB segments and
 //     they are cut into frames in user space);
 //   - gro: the endpoint's Options.GRO (in gVisor's endpoint, its stack/gro);
-//   - mode: the dispatch mode;
+//   - mode: the dispatch mode: readv, recvmmsg, mmap, or, when asked for,
+//     xdp (ModeXDP: sluice's xdp endpoint against gVisor's
+//     pkg/tcpip/link/xdp, made as in the dispatch scenario on one queue of
+//     va, with the configuration's GRO; sluice's is given GSOMaxSize 64 KiB
+//     with software GSO. Host GSO is not measured in xdp, AF_XDP carrying
+//     no virtio-net header, nor software GSO for gVisor's endpoint, which
+//     has no GSO: the reason goes to the progress output);
 //   - flows: parallel connections, reported as their total;
 //   - dir: up, a kernel TCP sender in ns B writing 64 KiB chunks to a
 //     netstack sink (gonet) that reads and discards; down, a netstack
@@ -87,7 +93,8 @@
 //     down, the peer sends nothing but ACKs;
 //   - ip: 4 by default, or 6.
 //
-// Both implementations get the same options: one AF_PACKET socket, MTU
+// Both implementations get the same options: one AF_PACKET socket (or
+// AF_XDP socket in xdp), MTU
 // 1500, RX checksum offload on (the super-frames a TSO veth passes up carry
 // partial checksums), TX checksum offload off, the rest at each one's
 // default. Each measurement has fresh sockets, a fresh endpoint and a fresh
