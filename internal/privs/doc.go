@@ -27,7 +27,7 @@
 //	run --network host                nothing                                  nothing
 //	run --network plugin              as the stack needs                       all it had, unless the stack says
 //	                                                                           (sandbox.RunPrivileger)
-//	demo                              root                                     as set-up (its client is sluice run)
+//	demo                              root                                     as set-up (it removes its namespace)
 //	capture (mmap, recvmmsg)          CAP_NET_RAW; CAP_SYS_ADMIN for --netns   as set-up
 //	capture --via xdp, xdp attach,    CAP_SYS_ADMIN (CAP_BPF + CAP_NET_ADMIN   as set-up
 //	  detach, dump                    without --netns)
