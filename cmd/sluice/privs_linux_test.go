@@ -59,7 +59,11 @@ func readSluice(t *testing.T, pid int, skipNS ...string) sluiceStatus {
 	t.Helper()
 	st := sluiceStatus{netns: map[string]bool{}}
 	skip := map[string]bool{}
-	for _, p := range append(skipNS, fmt.Sprintf("/proc/%d/ns/net", pid)) {
+	// sluice starts in the test's namespace, which outlives it. Its main
+	// thread's namespace says the same unless that thread is in another
+	// namespace at the moment of reading (with --no-drop-privileges
+	// setns stays allowed), so the test's own is named as well.
+	for _, p := range append(skipNS, "/proc/self/ns/net", fmt.Sprintf("/proc/%d/ns/net", pid)) {
 		// A named namespace is a bind mount, not a link: name it by
 		// its inode as the links do.
 		if fi, err := os.Stat(p); err == nil {
