@@ -273,9 +273,11 @@ func TestRunTCPCancelled(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(500*time.Millisecond, cancel)
-	start := time.Now()
+	// The longest window (MaxDuration): a RunTCP that ignored the
+	// cancellation would hold the test for ten minutes, which shows in
+	// the run (and its -timeout), not in a timed assertion here.
 	_, err := RunTCP(ctx, TCPOptions{
-		Duration:   10 * time.Second,
+		Duration:   MaxDuration,
 		GSO:        []GSOKind{GSONone},
 		GRO:        []bool{false},
 		Modes:      []dataplane.Mode{dataplane.Readv},
@@ -285,10 +287,6 @@ func TestRunTCPCancelled(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), context.Canceled.Error()) {
 		t.Fatalf("RunTCP after cancel = %v, want an error wrapping %v", err, context.Canceled)
-	}
-	// Generous: the point is that it does not run out the 10 s window.
-	if d := time.Since(start); d > 8*time.Second {
-		t.Errorf("RunTCP took %v to return after cancel", d)
 	}
 	assertNoNamespacesLeft(t)
 }
