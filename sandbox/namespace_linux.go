@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 
 	"github.com/vishvananda/netlink"
@@ -16,62 +15,6 @@ import (
 
 	"github.com/sluicenet/sluice/internal/netns"
 )
-
-// newPrivateNetNS creates an anonymous network namespace and returns a
-// descriptor of it, which is then the only thing holding it: closing the
-// descriptor (or dying) destroys it, with every device in it. Nothing is
-// bind-mounted, so nothing can outlive sluice.
-//
-// The namespace is made by unshare(CLONE_NEWNET) on a goroutine locked to
-// its thread, which then returns to its original namespace before it is
-// unlocked. Ending the goroutine still locked would not do: the Go runtime
-// terminates such a thread, except the main thread, which it parks forever
-// instead (runtime.mexit), and a main thread parked in the namespace would
-// hold it for the life of the process. Only if the return fails is the
-// thread left locked, to die with the goroutine. Work inside the namespace
-// goes through netns.DoFD.
-func newPrivateNetNS() (int, error) {
-	type result struct {
-		fd  int
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{-1, fmt.Errorf("open /proc/thread-self/ns/net: %w", err)}
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{-1, os.NewSyscallError("unshare CLONE_NEWNET", err)}
-			return
-		}
-		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			err = fmt.Errorf("open /proc/thread-self/ns/net: %w", err)
-			fd = -1
-		}
-		if serr := unix.Setns(orig, unix.CLONE_NEWNET); serr != nil {
-			// Left locked: the thread dies with this goroutine.
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-			ch <- result{-1, errors.Join(err, os.NewSyscallError("setns back to the original namespace", serr))}
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{fd, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		return -1, fmt.Errorf("sandbox: create the stack namespace: %w", r.err)
-	}
-	return r.fd, nil
-}
 
 // nsInode identifies a namespace (st_dev, st_ino of its nsfs file).
 type nsInode struct{ dev, ino uint64 }

@@ -381,9 +381,9 @@ func (sb *Sandbox) startNetwork(factory StackFactory) error {
 		sb.push(func() { unix.Close(fd) })
 		env.UplinkNS = fd
 	}
-	stackNS, err := newPrivateNetNS()
+	stackNS, err := netns.NewAnonymous()
 	if err != nil {
-		return err
+		return fmt.Errorf("sandbox: create the stack namespace: %w", err)
 	}
 	sb.push(func() { unix.Close(stackNS) })
 	env.StackNS = stackNS

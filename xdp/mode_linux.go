@@ -288,7 +288,7 @@ func OpenTunnel(o TunnelOptions) (_ *Link, err error) {
 	// far end's rx queue by the CPU it runs on (veth_xdp_xmit).
 	queues = min(queues, runtime.NumCPU())
 
-	nsFD, err := newPrivateNetns()
+	nsFD, err := netns.NewAnonymous()
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -361,55 +361,4 @@ func OpenTunnel(o TunnelOptions) (_ *Link, err error) {
 		l.Sockets.opts.Logger.Debug("xdp: tunnel", "note", n)
 	}
 	return l, nil
-}
-
-// newPrivateNetns returns a descriptor for a new, empty network namespace
-// that nothing else refers to: it goes away when the descriptor is closed
-// (and everything in it is released), or when the process dies.
-//
-// The namespace is made by unshare(CLONE_NEWNET) on a locked thread, which
-// then returns to its original namespace before it is unlocked. Ending the
-// goroutine still locked would not do: the Go runtime terminates such a
-// thread, except the main thread, which it parks forever instead
-// (runtime.mexit), and a main thread parked in the namespace would hold it,
-// and the tunnel veth in it, for the life of the process. Only if the
-// return fails is the thread left locked, to die with the goroutine.
-func newPrivateNetns() (int, error) {
-	type result struct {
-		fd  int
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{-1, fmt.Errorf("open the current namespace: %w", err)}
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{-1, os.NewSyscallError("unshare CLONE_NEWNET", err)}
-			return
-		}
-		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			err = fmt.Errorf("open the new namespace: %w", err)
-			fd = -1
-		}
-		if serr := unix.Setns(orig, unix.CLONE_NEWNET); serr != nil {
-			// Left locked: the thread dies with this goroutine.
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-			ch <- result{-1, errors.Join(err, os.NewSyscallError("setns back to the original namespace", serr))}
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{fd, err}
-	}()
-	r := <-ch
-	return r.fd, r.err
 }

@@ -97,16 +97,54 @@ func Create(name string) error {
 		return fmt.Errorf("netns: create %s: %w", path, err)
 	}
 	f.Close()
+	err = inNew(func() error {
+		if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
+			return os.NewSyscallError("mount", err)
+		}
+		return setLoopbackUp()
+	})
+	if err != nil {
+		_ = Delete(name)
+		return fmt.Errorf("netns: create %s: %w", name, err)
+	}
+	return nil
+}
+
+// NewAnonymous creates a new, empty network namespace and returns a
+// descriptor of it, which is then the only thing holding it: closing the
+// descriptor (or the process dying) destroys it with every device in it.
+// Nothing is bind-mounted, so nothing can outlive the process. Work inside
+// it goes through DoFD.
+func NewAnonymous() (int, error) {
+	fd := -1
+	err := inNew(func() error {
+		var err error
+		fd, err = unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			fd = -1
+			return fmt.Errorf("open the new namespace: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return -1, fmt.Errorf("netns: create an anonymous namespace: %w", err)
+	}
+	return fd, nil
+}
+
+// inNew runs fn on a locked thread that has unshared into a new network
+// namespace, then returns the thread to its own namespace before unlocking
+// it. Ending the goroutine still locked would not do: the Go runtime
+// terminates such a thread, except the main thread, which it parks forever
+// instead (runtime.mexit), and a main thread parked in the namespace would
+// hold it for the life of the process. Only if the return fails is the
+// thread left locked, to die with the goroutine.
+func inNew(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		// This thread unshares into the new namespace and then returns
-		// to its own before it is unlocked. Ending the goroutine still
-		// locked would not do: the Go runtime terminates such a thread,
-		// except the main thread, which it parks forever instead
-		// (runtime.mexit), and a main thread parked in the namespace
-		// would hold it for the life of the process, past Delete. Only
-		// if the return fails is the thread left locked, to die with
-		// the goroutine.
 		runtime.LockOSThread()
 		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -117,27 +155,18 @@ func Create(name string) error {
 		defer unix.Close(orig)
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			errc <- os.NewSyscallError("unshare", err)
+			errc <- os.NewSyscallError("unshare CLONE_NEWNET", err)
 			return
 		}
-		err = unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, "")
-		if err != nil {
-			err = os.NewSyscallError("mount", err)
-		} else {
-			err = setLoopbackUp()
-		}
+		err = fn()
 		if serr := unix.Setns(orig, unix.CLONE_NEWNET); serr != nil {
-			errc <- errors.Join(err, fmt.Errorf("return to original namespace: %w", os.NewSyscallError("setns", serr)))
+			errc <- errors.Join(err, fmt.Errorf("return to the original namespace: %w", os.NewSyscallError("setns", serr)))
 			return
 		}
 		runtime.UnlockOSThread()
 		errc <- err
 	}()
-	if err := <-errc; err != nil {
-		_ = Delete(name)
-		return fmt.Errorf("netns: create %s: %w", name, err)
-	}
-	return nil
+	return <-errc
 }
 
 // Delete unmounts and removes the named namespace. The namespace itself goes
