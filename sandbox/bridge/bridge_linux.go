@@ -179,6 +179,21 @@ type dirCounters struct {
 	frames, bytes, gso, dropped, refused, answers atomic.Uint64
 }
 
+// add counts a batch.
+func (c *dirCounters) add(frames, bytes, gso, refused, dropped uint64) {
+	if frames > 0 {
+		c.frames.Add(frames)
+		c.bytes.Add(bytes)
+		c.gso.Add(gso)
+	}
+	if refused > 0 {
+		c.refused.Add(refused)
+	}
+	if dropped > 0 {
+		c.dropped.Add(dropped)
+	}
+}
+
 func (c *dirCounters) snapshot() DirStats {
 	return DirStats{
 		Frames: c.frames.Load(), Bytes: c.bytes.Load(), GSOFrames: c.gso.Load(),
@@ -384,6 +399,11 @@ func (b *Bridge) forward(dir Direction, frames []dataplane.Frame) {
 	if need := len(st.vnet) + len(frames)*dataplane.VnetHdrLen; cap(st.vnet) < need {
 		st.vnet = make([]byte, 0, max(need, 2*cap(st.vnet)))
 	}
+	// Counted once per batch: the counters are shared by every processor,
+	// and an atomic add per frame would bounce their cache line. Deferred,
+	// so the frames handled before a contained panic still count.
+	var frameN, bytesN, gsoN, refusedN, droppedN uint64
+	defer func() { cnt.add(frameN, bytesN, gsoN, refusedN, droppedN) }()
 	for i := range frames {
 		guard.Handling(proc, i)
 		f := &frames[i]
@@ -401,12 +421,12 @@ func (b *Bridge) forward(dir Direction, frames []dataplane.Frame) {
 		switch v {
 		case Pass:
 		case Refuse:
-			cnt.refused.Add(1)
+			refusedN++
 			b.answer(dir, st, head, p)
 			b.free(f.Data)
 			continue
 		default:
-			cnt.dropped.Add(1)
+			droppedN++
 			b.free(f.Data)
 			continue
 		}
@@ -419,10 +439,10 @@ func (b *Bridge) forward(dir Direction, frames []dataplane.Frame) {
 			st.tx.Append(buf.Data)
 		}
 		st.written = append(st.written, f.Data...)
-		cnt.frames.Add(1)
-		cnt.bytes.Add(uint64(f.Len))
+		frameN++
+		bytesN += uint64(f.Len)
 		if f.Vnet.IsGSO() {
-			cnt.gso.Add(1)
+			gsoN++
 		}
 	}
 	guard.Handling(proc, -1)
