@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluicenet/sluice/internal/syncbuf"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/sluicenet/sluice/capture"
@@ -168,24 +170,6 @@ func readyLine(impl string) string {
 	return "Running!"
 }
 
-// syncBuffer is a bytes.Buffer for a process's output, read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // measureCapture runs one capturer while the sender sends.
 func measureCapture(ctx context.Context, topo *topology, opts CaptureOptions, m captureRun, frames [][]byte, dir string) (res captureResult, err error) {
 	file := filepath.Join(dir, fmt.Sprintf("slb-capture-%d-%s-%s-%s.pcap", os.Getpid(), m.impl, m.via, m.cpu))
@@ -198,7 +182,7 @@ func measureCapture(ctx context.Context, topo *topology, opts CaptureOptions, m 
 	// waited for, and its rusage, is the capturer's own.
 	argv := append([]string{"--net=" + netns.Path(topo.nsA), "--", "taskset", "-c", strconv.Itoa(cpu)}, captureArgv(opts, m, file)...)
 	cmd := exec.Command("nsenter", argv...)
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	g, err := startGroup(cmd)
 	if err != nil {
@@ -284,7 +268,7 @@ var errExited = errors.New("capturer exited before it was ready")
 // waitCapturerReady waits until the capturer printed marker and then stayed
 // idle for a while (its ring is set up), and returns the CPU time it used
 // until then, which the measurement leaves out.
-func waitCapturerReady(ctx context.Context, pid int, marker string, out *syncBuffer, exited chan error) (time.Duration, error) {
+func waitCapturerReady(ctx context.Context, pid int, marker string, out *syncbuf.Buffer, exited chan error) (time.Duration, error) {
 	deadline := time.Now().Add(captureStartTimeout)
 	idle := 0
 	last := time.Duration(-1)

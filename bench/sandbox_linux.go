@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluicenet/sluice/internal/syncbuf"
+
 	"github.com/sluicenet/sluice/internal/netns"
 )
 
@@ -322,7 +324,7 @@ func (t *sbxTopology) prepareSlirp(ctx context.Context) (runner, string, error) 
 	}
 	cmd := exec.Command("nsenter", "--net="+netns.Path(t.server), "--", bin,
 		"--configure", "--mtu=65520", "--disable-host-loopback", "--netns-type=path", netns.Path(ns), "tap0")
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	g, err := startGroup(cmd)
 	if err != nil {
@@ -527,7 +529,7 @@ func (t *sbxTopology) measure(ctx context.Context, run runner, c SandboxConfig, 
 // after a client it did not like, failing every later measurement.
 func (t *sbxTopology) startIperf3() (stop func(), err error) {
 	srv := exec.Command("nsenter", "--net="+netns.Path(t.server), "--", "iperf3", "-s", "-1", "-B", sbxServer.String(), "-p", strconv.Itoa(sbxIperfPort))
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	srv.Stdout, srv.Stderr = &stderr, &stderr
 	g, err := startGroup(srv)
 	if err != nil {

@@ -7,8 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/sluicenet/sluice/internal/syncbuf"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -24,24 +25,6 @@ import (
 // faultMarker in a packet makes the test's sinkFault panic: a stand-in for
 // a netstack bug that one hostile frame trips.
 var faultMarker = []byte("FAULT-MARKER")
-
-// syncBuffer is a concurrency-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestEndpointContainsFault: a frame that makes the stack panic is dropped,
 // counted in Stats.Faults, logged and written to the corpus directory,
@@ -59,7 +42,7 @@ func TestEndpointContainsFault(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "corpus")
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			opts := tc.opts
 			opts.Faults = dataplane.FaultOptions{CorpusDir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 			opts.sinkFault = func(pkt *stack.PacketBuffer) {

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicenet/sluice/internal/syncbuf"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/sluicenet/sluice/internal/netns"
@@ -28,24 +30,6 @@ import (
 // faultSize is the size of a faulted transfer: at streamTo's pace it takes
 // about 10 s, so a fault injected at its first bytes lands mid-transfer.
 const faultSize = 64 << 20
-
-// syncBuffer is a bytes.Buffer for concurrent writers (a logger).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // streamServer streams faultSize bytes to every connection it accepts, in
 // this process.
@@ -387,7 +371,7 @@ func TestFaultStackLinkDeleted(t *testing.T) {
 	ns := serverNS(t)
 	server := netip.AddrPortFrom(server4, 7202)
 	srv := serveStream(t, listen(t, ns, server))
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	base := measure()
@@ -439,7 +423,7 @@ type runningSluice struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string // the command's stdout, line by line
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	waited chan struct{} // closed when cmd has been waited for
 }
 
@@ -449,7 +433,7 @@ type runningSluice struct {
 func startSluice(t *testing.T, ns string, env []string, argv ...string) *runningSluice {
 	t.Helper()
 	requireSluice(t)
-	r := &runningSluice{lines: make(chan string, 16), stderr: &syncBuffer{}, waited: make(chan struct{})}
+	r := &runningSluice{lines: make(chan string, 16), stderr: &syncbuf.Buffer{}, waited: make(chan struct{})}
 	args := []string{"run"}
 	if ns != "" {
 		args = append(args, "--uplink-netns", ns, "--")

@@ -14,9 +14,10 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sluicenet/sluice/internal/syncbuf"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -73,27 +74,8 @@ type Router struct {
 	log    *slog.Logger
 	keeper *exec.Cmd
 	stdin  io.WriteCloser
-	stderr *lockedBuffer // the keeper's stderr: nft's complaints
+	stderr *syncbuf.Buffer // the keeper's stderr: nft's complaints
 	waited chan struct{}
-}
-
-// lockedBuffer is a bytes.Buffer that exec's copying goroutine may write
-// while an error message reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // forwardingSysctls are the switches that make the uplink namespace's
@@ -331,7 +313,7 @@ func (r *Router) startKeeper(saved [2]string) error {
 	// Not in sluice's process group: a ^C for the command must not end
 	// it before sluice has torn down.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	r.stderr = new(lockedBuffer)
+	r.stderr = new(syncbuf.Buffer)
 	cmd.Stderr = r.stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
